@@ -1,0 +1,127 @@
+//! STACK's application layer: every operation, written once.
+//!
+//! What it does: the use cases (register an agent, list the audit log, verify
+//! the chain, authenticate a bearer key, …). Each takes the caller's
+//! [`Principal`](stack_core::Principal), checks its permission, scopes every
+//! read and write to the caller's operator, and records state changes in the
+//! audit chain through the store, in the same transaction as the change.
+//! REST (`stack-http`) and MCP (`stack-mcp`) are thin adapters over these
+//! methods and share the command and view types defined here.
+//!
+//! What it does not do: no HTTP, no SQL, no sockets. Storage, the clock and
+//! randomness are ports ([`ports`]) implemented by adapters and passed in.
+#![forbid(unsafe_code)]
+
+pub mod agents;
+pub mod audit;
+pub mod auth;
+pub mod input;
+pub mod operators;
+pub mod ports;
+
+use std::sync::Arc;
+
+use stack_audit::AuditDraft;
+use stack_core::{IdKind, Principal, Result, Timestamp};
+use stack_crypto::RandomSource;
+
+pub use input::parse_input;
+pub use ports::{Clock, NewAudit, Store, SystemClock};
+
+/// Settings the application layer needs.
+#[derive(Debug, Clone)]
+pub struct AppConfig {
+    /// Largest page a list operation returns.
+    pub max_page: u64,
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        Self { max_page: 100 }
+    }
+}
+
+/// The application: ports plus configuration. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    rng: Arc<dyn RandomSource>,
+    #[allow(dead_code)]
+    config: AppConfig,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+impl App {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        rng: Arc<dyn RandomSource>,
+        config: AppConfig,
+    ) -> Self {
+        Self {
+            store,
+            clock,
+            rng,
+            config,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub(crate) fn new_id(&self, kind: IdKind) -> Result<String> {
+        stack_crypto::new_id(self.rng.as_ref(), kind)
+    }
+
+    /// Wraps a draft with a fresh entry id and the current time.
+    pub(crate) fn audit(&self, draft: AuditDraft) -> Result<NewAudit> {
+        Ok(NewAudit {
+            entry_id: self.new_id(IdKind::AuditEntry)?,
+            now: self.now(),
+            draft,
+        })
+    }
+
+    /// A draft attributed to `principal`, with the agent filled in for
+    /// agent-confined callers.
+    pub(crate) fn draft(
+        principal: &Principal,
+        layer: stack_audit::Layer,
+        action: &str,
+    ) -> AuditDraft {
+        let mut d = AuditDraft::new(principal.actor_label(), layer, action);
+        if let Some(agent) = principal.confined_agent() {
+            d.agent_id = Some(agent.to_owned());
+        }
+        if let stack_core::principal::PrincipalKind::Passport { jti, .. } = &principal.kind {
+            d.passport_jti = Some(jti.clone());
+        }
+        d
+    }
+}
+
+/// Fails with FORBIDDEN unless `principal` holds `permission`.
+pub(crate) fn require(principal: &Principal, permission: stack_core::Permission) -> Result<()> {
+    if principal.allows(permission) {
+        Ok(())
+    } else {
+        Err(stack_core::Error::forbidden(format!(
+            "this credential may not perform this operation (needs {})",
+            serde_json::to_value(permission)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        )))
+    }
+}

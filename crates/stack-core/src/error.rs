@@ -1,0 +1,168 @@
+//! The one error type of the application, with stable machine codes.
+//!
+//! Adapters map [`ErrorCode`] to transport details (HTTP status, MCP tool
+//! error) in exactly one place each. `Display` never carries a secret: messages
+//! are written by STACK, not echoed from credentials.
+
+use serde_json::Value;
+
+/// Stable machine-readable error codes. The string forms are part of the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Unauthorized,
+    InvalidApiKey,
+    Forbidden,
+    NotFound,
+    ValidationError,
+    InvalidRequest,
+    PayloadTooLarge,
+    Conflict,
+    MethodNotAllowed,
+    UnsupportedMediaType,
+    PassportBlocked,
+    PassportExpired,
+    PassportRevoked,
+    GovernanceApprovalRequired,
+    NotImplemented,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The wire form of the code.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::InvalidApiKey => "INVALID_API_KEY",
+            Self::Forbidden => "FORBIDDEN",
+            Self::NotFound => "NOT_FOUND",
+            Self::ValidationError => "VALIDATION_ERROR",
+            Self::InvalidRequest => "INVALID_REQUEST",
+            Self::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            Self::Conflict => "CONFLICT",
+            Self::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            Self::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            Self::PassportBlocked => "PASSPORT_BLOCKED",
+            Self::PassportExpired => "PASSPORT_EXPIRED",
+            Self::PassportRevoked => "PASSPORT_REVOKED",
+            Self::GovernanceApprovalRequired => "GOVERNANCE_APPROVAL_REQUIRED",
+            Self::NotImplemented => "NOT_IMPLEMENTED",
+            Self::Unavailable => "SERVICE_UNAVAILABLE",
+            Self::Internal => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The HTTP status this code maps to. Kept here, beside the codes, so the
+    /// HTTP adapter and the docs read one table.
+    pub const fn http_status(self) -> u16 {
+        match self {
+            Self::Unauthorized
+            | Self::InvalidApiKey
+            | Self::PassportExpired
+            | Self::PassportRevoked => 401,
+            Self::Forbidden | Self::PassportBlocked | Self::GovernanceApprovalRequired => 403,
+            Self::NotFound => 404,
+            Self::ValidationError | Self::InvalidRequest => 400,
+            Self::MethodNotAllowed => 405,
+            Self::Conflict => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::NotImplemented => 501,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An application error: a code, a human message, and optional structured details.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Error {
+    pub code: ErrorCode,
+    pub message: String,
+    pub details: Option<Value>,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    #[must_use]
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+    }
+
+    /// A validation error about one field, with the field named in `details`.
+    pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ValidationError, message)
+            .with_details(serde_json::json!({ "field": field }))
+    }
+
+    pub fn not_found(kind: &str, id: &str) -> Self {
+        Self::new(ErrorCode::NotFound, format!("{kind} not found: {id}"))
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Unauthorized, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Conflict, message)
+    }
+
+    /// An internal failure. The message is for logs; adapters show a generic one.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Internal, message)
+    }
+
+    /// A capability whose issue has not landed yet.
+    pub fn not_implemented(what: &str) -> Self {
+        Self::new(
+            ErrorCode::NotImplemented,
+            format!("{what} is not implemented yet in this STACK build"),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_have_stable_wire_forms_and_statuses() {
+        let table = [
+            (ErrorCode::Unauthorized, "UNAUTHORIZED", 401),
+            (ErrorCode::NotFound, "NOT_FOUND", 404),
+            (ErrorCode::ValidationError, "VALIDATION_ERROR", 400),
+            (ErrorCode::PassportBlocked, "PASSPORT_BLOCKED", 403),
+            (ErrorCode::NotImplemented, "NOT_IMPLEMENTED", 501),
+            (ErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
+        ];
+        for (code, s, status) in table {
+            assert_eq!(code.as_str(), s);
+            assert_eq!(code.http_status(), status);
+        }
+    }
+}
