@@ -1,0 +1,461 @@
+//! STACK's persistence adapter: implements `stack_app::Store` on sea-orm.
+//!
+//! What it does: connects to the embedded default (one SQLite file in WAL
+//! mode with `synchronous=FULL`) or to PostgreSQL, runs the versioned
+//! migrations, and stores operators, keys, agents and the audit chain. Every
+//! state change and its audit entry commit in one transaction.
+//!
+//! How the chain stays linear under concurrent writers: an append locks the
+//! operator's row in `audit_heads` (`SELECT … FOR UPDATE` on PostgreSQL; on
+//! SQLite every write transaction is `BEGIN IMMEDIATE`, which takes the
+//! database write lock up front), seals the next entry from that head, inserts
+//! it and moves the head, all inside the caller's transaction. A unique index
+//! on `(operator_id, seq)` is the backstop: a fork cannot be committed.
+//!
+//! What it does not do: no business rules. It stores what `stack-app` decided.
+#![forbid(unsafe_code)]
+
+mod convert;
+pub mod entity;
+pub mod migration;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use stack_app::agents::Agent;
+use stack_app::audit::{AuditFilter, AuditRange};
+use stack_app::operators::{ApiKeyRecord, Operator};
+use stack_app::ports::AgentChange;
+use stack_app::{NewAudit, Store};
+use stack_audit::{AuditEntry, ChainHead};
+use stack_core::{Error, Result, Secret};
+
+use crate::entity::{agent, api_key, audit_entry, audit_head, operator};
+
+/// Where the data lives.
+#[derive(Debug, Clone)]
+pub enum DbConfig {
+    /// One SQLite file (created if missing).
+    Sqlite { path: PathBuf },
+    /// A `postgres://` URL (may carry a password, hence the redacting type).
+    Postgres { url: Secret<String> },
+}
+
+/// A connected database.
+#[derive(Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    backend: DatabaseBackend,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Logs a database error and returns a generic internal error: SQL text and
+/// driver messages stay in the server log, never in a response.
+fn db_err(e: DbErr) -> Error {
+    tracing::error!(error = %e, "database error");
+    Error::internal("database error")
+}
+
+fn is_unique_violation(e: &DbErr) -> bool {
+    matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_)))
+}
+
+impl Db {
+    /// Connects and runs pending migrations.
+    pub async fn connect(config: &DbConfig) -> Result<Self> {
+        let mut opts = match config {
+            DbConfig::Sqlite { path } => {
+                let mut o = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+                o.max_connections(8).map_sqlx_sqlite_opts(|o| {
+                    o.journal_mode(SqliteJournalMode::Wal)
+                        .synchronous(SqliteSynchronous::Full)
+                        .busy_timeout(Duration::from_secs(30))
+                        .foreign_keys(true)
+                        .create_if_missing(true)
+                });
+                o
+            }
+            DbConfig::Postgres { url } => {
+                let mut o = ConnectOptions::new(url.expose().clone());
+                o.max_connections(16);
+                o
+            }
+        };
+        opts.sqlx_logging(false)
+            .connect_timeout(Duration::from_secs(10))
+            .acquire_timeout(Duration::from_secs(30));
+        let conn = Database::connect(opts).await.map_err(|e| {
+            tracing::error!(error = %e, "cannot connect to the database");
+            Error::new(
+                stack_core::ErrorCode::Unavailable,
+                "cannot connect to the database",
+            )
+        })?;
+        let backend = conn.get_database_backend();
+        let db = Self { conn, backend };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// Applies pending migrations (idempotent).
+    pub async fn migrate(&self) -> Result<()> {
+        migration::Migrator::up(&self.conn, None)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "migration failed");
+                Error::internal("database migration failed")
+            })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            DatabaseBackend::Sqlite => "sqlite",
+            DatabaseBackend::Postgres => "postgres",
+            _ => "other",
+        }
+    }
+
+    /// The raw connection, for tests that tamper with rows on purpose.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Is the database reachable? Used by `/readyz`.
+    pub async fn ping(&self) -> Result<()> {
+        self.conn.ping().await.map_err(db_err)
+    }
+
+    /// A plain connection without migrations, for test set-up (creating and
+    /// dropping scratch databases).
+    #[doc(hidden)]
+    pub async fn connect_raw_for_tests(url: &str) -> DatabaseConnection {
+        match Database::connect(url).await {
+            Ok(c) => c,
+            Err(e) => {
+                // Test-only helper: a test without its database cannot go on.
+                #[allow(clippy::panic)]
+                {
+                    panic!("cannot connect to {url}: {e}")
+                }
+            }
+        }
+    }
+
+    pub async fn close(self) -> Result<()> {
+        self.conn.close().await.map_err(db_err)
+    }
+
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// `BEGIN` (IMMEDIATE), so it can never fail later on a lock upgrade.
+    async fn write_txn(&self) -> Result<DatabaseTransaction> {
+        let txn = match self.backend {
+            DatabaseBackend::Sqlite => {
+                self.conn
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..TransactionOptions::default()
+                    })
+                    .await
+            }
+            _ => self.conn.begin().await,
+        };
+        txn.map_err(db_err)
+    }
+}
+
+/// Appends `audit` to `operator_id`'s chain inside `txn`.
+async fn append_in(
+    txn: &DatabaseTransaction,
+    operator_id: &str,
+    audit: NewAudit,
+) -> Result<AuditEntry> {
+    // Make sure the head row exists, then lock it.
+    let genesis = ChainHead::genesis();
+    let seed = audit_head::ActiveModel {
+        operator_id: sea_orm::Set(operator_id.to_owned()),
+        seq: sea_orm::Set(genesis.seq),
+        hash: sea_orm::Set(genesis.hash.clone()),
+        timestamp: sea_orm::Set(genesis.timestamp),
+        last_entry_id: sea_orm::Set(String::new()),
+    };
+    audit_head::Entity::insert(seed)
+        .on_conflict(
+            OnConflict::column(audit_head::Column::OperatorId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(txn)
+        .await
+        .map_err(db_err)?;
+    let head = audit_head::Entity::find_by_id(operator_id.to_owned())
+        .lock_exclusive()
+        .one(txn)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| Error::internal("audit head row vanished inside its transaction"))?;
+    let head = ChainHead {
+        seq: head.seq,
+        hash: head.hash,
+        timestamp: head.timestamp,
+    };
+    let entry = stack_audit::seal(operator_id, &head, audit.entry_id, audit.now, audit.draft);
+    audit_entry::Entity::insert(convert::entry_to_row(&entry))
+        .exec_without_returning(txn)
+        .await
+        .map_err(db_err)?;
+    let moved = audit_head::ActiveModel {
+        operator_id: sea_orm::Set(operator_id.to_owned()),
+        seq: sea_orm::Set(entry.seq),
+        hash: sea_orm::Set(entry.entry_hash.clone()),
+        timestamp: sea_orm::Set(entry.timestamp),
+        last_entry_id: sea_orm::Set(entry.entry_id.clone()),
+    };
+    moved.update(txn).await.map_err(db_err)?;
+    Ok(entry)
+}
+
+async fn commit(txn: DatabaseTransaction) -> Result<()> {
+    txn.commit().await.map_err(db_err)
+}
+
+#[async_trait]
+impl Store for Db {
+    async fn operator_count(&self) -> Result<u64> {
+        operator::Entity::find()
+            .count(&self.conn)
+            .await
+            .map_err(db_err)
+    }
+
+    async fn create_operator(
+        &self,
+        op: &Operator,
+        key: &ApiKeyRecord,
+        audit: NewAudit,
+    ) -> Result<()> {
+        let txn = self.write_txn().await?;
+        operator::Entity::insert(convert::operator_to_row(op))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(db_err)?;
+        api_key::Entity::insert(convert::key_to_row(key))
+            .exec_without_returning(&txn)
+            .await
+            .map_err(db_err)?;
+        append_in(&txn, &op.id, audit).await?;
+        commit(txn).await
+    }
+
+    async fn get_operator(&self, operator_id: &str) -> Result<Option<Operator>> {
+        Ok(operator::Entity::find_by_id(operator_id.to_owned())
+            .one(&self.conn)
+            .await
+            .map_err(db_err)?
+            .map(convert::operator_from_row))
+    }
+
+    async fn find_api_key(&self, digest: &str) -> Result<Option<ApiKeyRecord>> {
+        api_key::Entity::find()
+            .filter(api_key::Column::Digest.eq(digest))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .one(&self.conn)
+            .await
+            .map_err(db_err)?
+            .map(convert::key_from_row)
+            .transpose()
+    }
+
+    async fn insert_agent(&self, a: &Agent, audit: NewAudit) -> Result<()> {
+        let txn = self.write_txn().await?;
+        let inserted = agent::Entity::insert(convert::agent_to_row(a)?)
+            .exec_without_returning(&txn)
+            .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(
+                    Error::conflict(format!("an agent named '{}' already exists", a.name))
+                        .with_details(serde_json::json!({ "field": "name" })),
+                );
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+        append_in(&txn, &a.operator_id, audit).await?;
+        commit(txn).await
+    }
+
+    async fn get_agent(&self, operator_id: &str, agent_id: &str) -> Result<Option<Agent>> {
+        agent::Entity::find_by_id(agent_id.to_owned())
+            .filter(agent::Column::OperatorId.eq(operator_id))
+            .one(&self.conn)
+            .await
+            .map_err(db_err)?
+            .map(convert::agent_from_row)
+            .transpose()
+    }
+
+    async fn list_agents(&self, operator_id: &str) -> Result<Vec<Agent>> {
+        agent::Entity::find()
+            .filter(agent::Column::OperatorId.eq(operator_id))
+            .order_by_asc(agent::Column::CreatedAt)
+            .order_by_asc(agent::Column::Id)
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(convert::agent_from_row)
+            .collect()
+    }
+
+    async fn update_agent(
+        &self,
+        operator_id: &str,
+        agent_id: &str,
+        change: AgentChange,
+    ) -> Result<Option<Agent>> {
+        let txn = self.write_txn().await?;
+        let Some(row) = agent::Entity::find_by_id(agent_id.to_owned())
+            .filter(agent::Column::OperatorId.eq(operator_id))
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let current = convert::agent_from_row(row)?;
+        let (next, audit) = change(current)?;
+        let Some(audit) = audit else {
+            // Nothing changed: nothing to write or record.
+            return Ok(Some(next));
+        };
+        let mut am = convert::agent_to_row(&next)?;
+        // The key columns never change through an update.
+        am.id = sea_orm::Unchanged(next.id.clone());
+        am.operator_id = sea_orm::Unchanged(operator_id.to_owned());
+        match am.update(&txn).await {
+            Ok(_) => {}
+            Err(e) if is_unique_violation(&e) => {
+                return Err(Error::conflict(format!(
+                    "an agent named '{}' already exists",
+                    next.name
+                ))
+                .with_details(serde_json::json!({ "field": "name" })));
+            }
+            Err(e) => return Err(db_err(e)),
+        }
+        append_in(&txn, operator_id, audit).await?;
+        commit(txn).await?;
+        Ok(Some(next))
+    }
+
+    async fn delete_agent(
+        &self,
+        operator_id: &str,
+        agent_id: &str,
+        audit: NewAudit,
+    ) -> Result<bool> {
+        let txn = self.write_txn().await?;
+        let res = agent::Entity::delete_many()
+            .filter(agent::Column::Id.eq(agent_id))
+            .filter(agent::Column::OperatorId.eq(operator_id))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        if res.rows_affected == 0 {
+            return Ok(false);
+        }
+        append_in(&txn, operator_id, audit).await?;
+        commit(txn).await?;
+        Ok(true)
+    }
+
+    async fn append_audit(&self, operator_id: &str, audit: NewAudit) -> Result<AuditEntry> {
+        let txn = self.write_txn().await?;
+        let e = append_in(&txn, operator_id, audit).await?;
+        commit(txn).await?;
+        Ok(e)
+    }
+
+    async fn list_audit(&self, operator_id: &str, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
+        let mut q =
+            audit_entry::Entity::find().filter(audit_entry::Column::OperatorId.eq(operator_id));
+        if let Some(since) = f.since {
+            q = q.filter(audit_entry::Column::Timestamp.gt(since));
+        }
+        if let Some(a) = &f.agent_id {
+            q = q.filter(audit_entry::Column::AgentId.eq(a.as_str()));
+        }
+        if let Some(j) = &f.passport_jti {
+            q = q.filter(audit_entry::Column::PassportJti.eq(j.as_str()));
+        }
+        q.order_by_desc(audit_entry::Column::Seq)
+            .limit(f.limit)
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(convert::entry_from_row)
+            .collect()
+    }
+
+    async fn audit_in_order(
+        &self,
+        operator_id: &str,
+        after_seq: i64,
+        range: &AuditRange,
+        limit: u64,
+    ) -> Result<Vec<AuditEntry>> {
+        let mut q = audit_entry::Entity::find()
+            .filter(audit_entry::Column::OperatorId.eq(operator_id))
+            .filter(audit_entry::Column::Seq.gt(after_seq));
+        if let Some(from) = range.from {
+            q = q.filter(audit_entry::Column::Timestamp.gte(from));
+        }
+        if let Some(to) = range.to {
+            q = q.filter(audit_entry::Column::Timestamp.lt(to));
+        }
+        q.order_by_asc(audit_entry::Column::Seq)
+            .limit(limit)
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?
+            .into_iter()
+            .map(convert::entry_from_row)
+            .collect()
+    }
+
+    async fn recorded_head(&self, operator_id: &str) -> Result<Option<(ChainHead, String)>> {
+        Ok(audit_head::Entity::find_by_id(operator_id.to_owned())
+            .one(&self.conn)
+            .await
+            .map_err(db_err)?
+            .filter(|h| h.seq > 0)
+            .map(|h| {
+                (
+                    ChainHead {
+                        seq: h.seq,
+                        hash: h.hash,
+                        timestamp: h.timestamp,
+                    },
+                    h.last_entry_id,
+                )
+            }))
+    }
+}
