@@ -46,6 +46,9 @@ pub type AgentChange = Box<dyn FnOnce(Agent) -> Result<(Agent, Option<NewAudit>)
 /// records it and commits both atomically, or neither.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// Is the database reachable? (`/readyz`)
+    async fn ping(&self) -> Result<()>;
+
     // ---- operators and keys
     async fn operator_count(&self) -> Result<u64>;
     async fn create_operator(

@@ -26,9 +26,9 @@ use async_trait::async_trait;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
-    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseBackend, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use stack_app::agents::Agent;
@@ -136,11 +136,6 @@ impl Db {
         &self.conn
     }
 
-    /// Is the database reachable? Used by `/readyz`.
-    pub async fn ping(&self) -> Result<()> {
-        self.conn.ping().await.map_err(db_err)
-    }
-
     /// A plain connection without migrations, for test set-up (creating and
     /// dropping scratch databases).
     #[doc(hidden)]
@@ -236,6 +231,10 @@ async fn commit(txn: DatabaseTransaction) -> Result<()> {
 
 #[async_trait]
 impl Store for Db {
+    async fn ping(&self) -> Result<()> {
+        self.conn.ping().await.map_err(db_err)
+    }
+
     async fn operator_count(&self) -> Result<u64> {
         operator::Entity::find()
             .count(&self.conn)

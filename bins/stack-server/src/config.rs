@@ -1,0 +1,163 @@
+//! Configuration: command-line flags, then environment variables, then an
+//! optional TOML file, then defaults. The README's configuration table is the
+//! documentation of this file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stack-server",
+    version,
+    about = "STACK: trust infrastructure for AI agents (REST + MCP server)"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub opts: Opts,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Manage operators (tenants) in the configured database.
+    Operators {
+        #[command(subcommand)]
+        command: OperatorsCommand,
+    },
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorsCommand {
+    /// Create an operator and print its API key once.
+    Create {
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Opts {
+    /// Address to listen on.
+    #[arg(long, env = "STACK_LISTEN", global = true)]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the embedded SQLite database and local key files.
+    #[arg(long, env = "STACK_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// `postgres://…` to use PostgreSQL instead of the embedded SQLite file.
+    #[arg(
+        long,
+        env = "STACK_DATABASE_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    pub database_url: Option<String>,
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `stack_http=debug`.
+    #[arg(long, env = "STACK_LOG", global = true)]
+    pub log: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "STACK_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// Optional TOML configuration file.
+    #[arg(long, env = "STACK_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// The TOML file's shape; every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub log: Option<String>,
+    pub log_format: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub mcp_allowed_hosts: Option<Vec<String>>,
+    pub mcp_allowed_origins: Option<Vec<String>>,
+}
+
+/// The resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<stack_core::Secret<String>>,
+    pub log: String,
+    pub log_json: bool,
+    pub max_body_bytes: usize,
+    pub mcp_allowed_hosts: Vec<String>,
+    pub mcp_allowed_origins: Vec<String>,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+
+impl Config {
+    pub fn resolve(opts: &Opts) -> anyhow::Result<Self> {
+        let file = match &opts.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let listen = match opts.listen.or(file.listen) {
+            Some(l) => l,
+            None => DEFAULT_LISTEN.parse().context("default listen address")?,
+        };
+        let database_url = opts
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bail!(
+                    "STACK_DATABASE_URL must be a postgres:// URL (leave it unset for the embedded SQLite database)"
+                );
+            }
+        }
+        let log_format = opts
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .unwrap_or_else(|| "text".into());
+        let log_json = match log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => bail!("log format must be text or json, not {other:?}"),
+        };
+        let mcp_defaults = stack_mcp::McpConfig::default();
+        Ok(Self {
+            listen,
+            data_dir: opts
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./.stack")),
+            database_url: database_url.map(stack_core::Secret::new),
+            log: opts
+                .log
+                .clone()
+                .or(file.log)
+                .unwrap_or_else(|| "info".into()),
+            log_json,
+            max_body_bytes: file.max_body_bytes.unwrap_or(1024 * 1024),
+            mcp_allowed_hosts: file.mcp_allowed_hosts.unwrap_or(mcp_defaults.allowed_hosts),
+            mcp_allowed_origins: file
+                .mcp_allowed_origins
+                .unwrap_or(mcp_defaults.allowed_origins),
+        })
+    }
+}
+
+fn load_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}

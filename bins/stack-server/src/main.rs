@@ -1,0 +1,223 @@
+//! `stack-server`: the composition root. Reads configuration, opens the
+//! database (running migrations), creates the first operator on a fresh
+//! database, and serves REST (`/v1`), MCP (`/mcp`) and health endpoints on one
+//! listener until SIGTERM or Ctrl-C, then drains in-flight requests.
+
+mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::HeaderValue;
+use axum::serve::ListenerExt;
+use clap::Parser;
+use stack_app::{App, AppConfig, SystemClock};
+use stack_crypto::SystemRandom;
+use stack_http::{AuthLayerConfig, HttpConfig, require_principal};
+use stack_store::{Db, DbConfig};
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::{Cli, Command, Config, OperatorsCommand};
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "stack-server failed");
+            eprintln!("stack-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = Config::resolve(&cli.opts)?;
+    init_logging(&config)?;
+    let db = open_database(&config).await?;
+    let app = App::new(
+        Arc::new(db.clone()),
+        Arc::new(SystemClock),
+        Arc::new(SystemRandom::new()),
+        AppConfig::default(),
+    );
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(config, db, app).await,
+        Command::Migrate => {
+            tracing::info!(backend = db.backend_name(), "migrations applied");
+            Ok(())
+        }
+        Command::Operators {
+            command: OperatorsCommand::Create { name },
+        } => {
+            let created = app.create_operator(&name).await?;
+            eprintln!(
+                "created operator {} ({}); its API key follows, shown once:",
+                created.operator.name, created.operator.id
+            );
+            print_key(created.api_key.expose());
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)] // The one place a key is shown: stdout, once, never the log.
+fn print_key(key: &str) {
+    println!("{key}");
+}
+
+#[allow(clippy::print_stdout)]
+fn print_first_operator(name: &str, id: &str, key: &str) {
+    println!(
+        "\n==================================================================\n\
+         STACK created the first operator \"{name}\" ({id}).\n\
+         Its API key is shown only now; only a hash of it is stored:\n\n    {key}\n\n\
+         Use it as: Authorization: Bearer <key>\n\
+         ==================================================================\n"
+    );
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
+        .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = if config.log_json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot initialise logging: {e}"))
+}
+
+async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    let db_config = match &config.database_url {
+        Some(url) => DbConfig::Postgres { url: url.clone() },
+        None => {
+            std::fs::create_dir_all(&config.data_dir).with_context(|| {
+                format!("creating data directory {}", config.data_dir.display())
+            })?;
+            restrict_permissions(&config.data_dir);
+            DbConfig::Sqlite {
+                path: config.data_dir.join("stack.db"),
+            }
+        }
+    };
+    let db = Db::connect(&db_config)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    tracing::info!(backend = db.backend_name(), "database ready");
+    Ok(db)
+}
+
+#[cfg(unix)]
+fn restrict_permissions(dir: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(error = %e, dir = %dir.display(), "could not restrict data directory permissions");
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_dir: &std::path::Path) {}
+
+fn build_router(config: &Config, app: App, cancel: &CancellationToken) -> Router {
+    let http = HttpConfig {
+        max_body_bytes: config.max_body_bytes,
+    };
+    let mcp_config = stack_mcp::McpConfig {
+        allowed_hosts: config.mcp_allowed_hosts.clone(),
+        allowed_origins: config.mcp_allowed_origins.clone(),
+        cancel: cancel.clone(),
+    };
+    let mcp_auth = AuthLayerConfig {
+        app: app.clone(),
+        www_authenticate: HeaderValue::from_static("Bearer realm=\"stack\""),
+    };
+    let mcp = Router::new()
+        .nest_service("/mcp", stack_mcp::service(app.clone(), &mcp_config))
+        .layer(axum::middleware::from_fn_with_state(
+            mcp_auth,
+            require_principal,
+        ));
+    stack_http::router(app, http)
+        .merge(mcp)
+        .layer(CatchPanicLayer::custom(stack_http::panic_response))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+                // Path only: query strings may carry tokens in later flows.
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+            }),
+        )
+}
+
+async fn serve(config: Config, db: Db, app: App) -> anyhow::Result<()> {
+    if let Some(created) = app.bootstrap_first_operator().await? {
+        print_first_operator(
+            &created.operator.name,
+            &created.operator.id,
+            created.api_key.expose(),
+        );
+        tracing::info!(operator_id = %created.operator.id, "created the first operator");
+    }
+    let cancel = CancellationToken::new();
+    let router = build_router(&config, app, &cancel);
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?
+        .tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
+    tracing::info!(address = %config.listen, "listening on http://{}", config.listen);
+    let shutdown = {
+        let cancel = cancel.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("shutdown requested: finishing in-flight requests");
+            cancel.cancel();
+        }
+    };
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server error")?;
+    db.close()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,205 @@
+//! STACK's MCP adapter: the tool catalog served over Streamable HTTP.
+//!
+//! What it does: holds the catalog of tools (name, description, JSON schema,
+//! annotations, handler) built once at start-up; answers `tools/list` from it
+//! and dispatches `tools/call` to the same `stack-app` operations the REST API
+//! uses. The authenticated [`Principal`] comes from the HTTP request (an auth
+//! middleware in front of this service puts it there), so a tool sees exactly
+//! what its caller may see. Application errors become MCP tool errors
+//! (`isError: true`) carrying the same codes as REST, in one place
+//! ([`tool_error`]).
+//!
+//! What it does not do: no authentication of its own, no business rules.
+//! The service runs stateless (no MCP sessions), so any node can serve any
+//! request.
+#![forbid(unsafe_code)]
+
+mod catalog;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde_json::{Map, Value, json};
+use stack_app::App;
+use stack_core::{Error, ErrorCode, Principal};
+
+pub use catalog::{ToolSpec, catalog};
+
+/// Settings for the MCP endpoint.
+#[derive(Debug, Clone)]
+pub struct McpConfig {
+    /// `Host` header values accepted (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// `Origin` values accepted when a browser sends one; others get 403.
+    pub allowed_origins: Vec<String>,
+    /// Cancelled at shutdown.
+    pub cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        Self {
+            allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+            allowed_origins: vec![
+                "http://localhost:*".into(),
+                "http://127.0.0.1:*".into(),
+                "http://[::1]:*".into(),
+            ],
+            cancel: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+}
+
+struct Inner {
+    app: App,
+    tools: Vec<Tool>,
+    specs: HashMap<&'static str, ToolSpec>,
+}
+
+/// The MCP server handler. Cloning is cheap: the catalog is built once.
+#[derive(Clone)]
+pub struct StackMcp(Arc<Inner>);
+
+impl StackMcp {
+    pub fn new(app: App) -> Self {
+        let specs = catalog();
+        let tools = specs.iter().map(ToolSpec::to_tool).collect();
+        Self(Arc::new(Inner {
+            app,
+            tools,
+            specs: specs.into_iter().map(|s| (s.name, s)).collect(),
+        }))
+    }
+
+    /// The tools as `tools/list` returns them.
+    pub fn tools(&self) -> &[Tool] {
+        &self.0.tools
+    }
+
+    /// Runs a tool for `principal` outside any transport (tests, embedding).
+    pub async fn call(
+        &self,
+        principal: &Principal,
+        name: &str,
+        args: Map<String, Value>,
+    ) -> Result<Value, Error> {
+        let spec = self
+            .0
+            .specs
+            .get(name)
+            .ok_or_else(|| Error::new(ErrorCode::NotFound, format!("unknown tool {name}")))?;
+        (spec.handler)(self.0.app.clone(), principal.clone(), args).await
+    }
+}
+
+/// The error result for a failed tool call: the REST envelope as text and as
+/// structured content, with `isError: true`.
+pub fn tool_error(e: &Error) -> CallToolResult {
+    let message = if e.code == ErrorCode::Internal {
+        tracing::error!(message = %e.message, "internal error in a tool");
+        "internal error; the server log has the details".to_owned()
+    } else {
+        e.message.clone()
+    };
+    let body = json!({ "error": {
+        "code": e.code.as_str(),
+        "message": message,
+        "details": e.details.clone().unwrap_or_else(|| json!({})),
+    }});
+    let mut r = CallToolResult::error(vec![ContentBlock::text(format!(
+        "{}: {message}\n{body}",
+        e.code.as_str()
+    ))]);
+    r.structured_content = Some(body);
+    r
+}
+
+fn tool_success(v: Value) -> CallToolResult {
+    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
+    // structuredContent must be an object.
+    r.structured_content = Some(if v.is_object() {
+        v
+    } else {
+        json!({ "result": v })
+    });
+    r
+}
+
+impl ServerHandler for StackMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("stack", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "STACK: trust infrastructure for AI agents. Register agents, read and verify the tamper-evident audit chain. Every call is scoped to the operator of the bearer credential.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        Ok(ListToolsResult::with_all_items(self.0.tools.clone()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.0.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let name = request.name.as_ref();
+        if !self.0.specs.contains_key(name) {
+            return Err(ErrorData::invalid_params(
+                format!("unknown tool: {name}"),
+                None,
+            ));
+        }
+        let principal = ctx
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Principal>())
+            .cloned();
+        let Some(principal) = principal else {
+            return Ok(tool_error(&Error::unauthorized("missing credentials")).into());
+        };
+        let args = request.arguments.unwrap_or_default();
+        let result = match self.call(&principal, name, args).await {
+            Ok(v) => tool_success(v),
+            Err(e) => tool_error(&e),
+        };
+        Ok(result.into())
+    }
+}
+
+/// The Streamable HTTP service to mount at `/mcp` (behind the auth middleware).
+pub fn service(
+    app: App,
+    config: &McpConfig,
+) -> StreamableHttpService<StackMcp, NeverSessionManager> {
+    let handler = StackMcp::new(app);
+    let cfg = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_cancellation_token(config.cancel.child_token())
+        .with_allowed_hosts(config.allowed_hosts.clone())
+        .with_allowed_origins(config.allowed_origins.clone());
+    StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(NeverSessionManager::default()),
+        cfg,
+    )
+}
