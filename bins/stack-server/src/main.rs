@@ -169,13 +169,15 @@ async fn serve(config: Config, db: Db, app: App) -> anyhow::Result<()> {
     let router = build_router(&config, app, &cancel);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .with_context(|| format!("binding {}", config.listen))?
-        .tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "could not set TCP_NODELAY");
-            }
-        });
-    tracing::info!(address = %config.listen, "listening on http://{}", config.listen);
+        .with_context(|| format!("binding {}", config.listen))?;
+    // With port 0 the OS picks one: report the address actually bound.
+    let bound = listener.local_addr().context("reading the bound address")?;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    tracing::info!(address = %bound, "listening on http://{bound}");
     let shutdown = {
         let cancel = cancel.clone();
         async move {

@@ -535,7 +535,12 @@ impl App {
     ) -> Result<AgentView> {
         require(p, Permission::AgentsWrite)?;
         check_agent_id(&change.agent_id)?;
-        validate_skills(std::slice::from_ref(&change.skill_id))?;
+        if !IdKind::Skill.is_valid(&change.skill_id) {
+            return Err(Error::invalid_field(
+                "skill_id",
+                "skill_id must be a skill id (skl_…)",
+            ));
+        }
         let entry_id = self.new_id(IdKind::AuditEntry)?;
         let now = self.now();
         let action = if allow {

@@ -116,8 +116,15 @@ impl Error {
             .with_details(serde_json::json!({ "field": field }))
     }
 
+    /// `kind not found: id`, with the id cut to 80 characters so a hostile
+    /// path cannot make the error body arbitrarily large.
     pub fn not_found(kind: &str, id: &str) -> Self {
-        Self::new(ErrorCode::NotFound, format!("{kind} not found: {id}"))
+        let shown: String = id.chars().take(80).collect();
+        let ellipsis = if shown.len() < id.len() { "…" } else { "" };
+        Self::new(
+            ErrorCode::NotFound,
+            format!("{kind} not found: {shown}{ellipsis}"),
+        )
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {

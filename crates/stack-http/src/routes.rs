@@ -1,7 +1,7 @@
 //! The route table and the handlers: each one parses, calls one `stack-app`
 //! operation, and renders.
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, OriginalUri, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -123,18 +123,28 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     }
 }
 
-async fn not_found(uri: Uri) -> Response {
+/// The request path for messages, cut to 120 characters.
+fn shown_path(uri: &OriginalUri) -> String {
+    let p = uri.0.path();
+    let mut shown: String = p.chars().take(120).collect();
+    if shown.len() < p.len() {
+        shown.push('…');
+    }
+    shown
+}
+
+async fn not_found(uri: OriginalUri) -> Response {
     ApiError(Error::new(
         ErrorCode::NotFound,
-        format!("no route for {}", uri.path()),
+        format!("no route for {}", shown_path(&uri)),
     ))
     .into_response()
 }
 
-async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+async fn method_not_allowed(method: Method, uri: OriginalUri) -> Response {
     ApiError(Error::new(
         ErrorCode::MethodNotAllowed,
-        format!("{method} is not allowed on {}", uri.path()),
+        format!("{method} is not allowed on {}", shown_path(&uri)),
     ))
     .into_response()
 }

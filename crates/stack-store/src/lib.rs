@@ -136,22 +136,6 @@ impl Db {
         &self.conn
     }
 
-    /// A plain connection without migrations, for test set-up (creating and
-    /// dropping scratch databases).
-    #[doc(hidden)]
-    pub async fn connect_raw_for_tests(url: &str) -> DatabaseConnection {
-        match Database::connect(url).await {
-            Ok(c) => c,
-            Err(e) => {
-                // Test-only helper: a test without its database cannot go on.
-                #[allow(clippy::panic)]
-                {
-                    panic!("cannot connect to {url}: {e}")
-                }
-            }
-        }
-    }
-
     pub async fn close(self) -> Result<()> {
         self.conn.close().await.map_err(db_err)
     }
@@ -456,5 +440,68 @@ impl Store for Db {
                     h.last_entry_id,
                 )
             }))
+    }
+}
+
+/// Scratch PostgreSQL databases for tests: created from an admin URL (any
+/// database the user may connect to) and dropped afterwards.
+pub mod scratch {
+    use sea_orm::{ConnectionTrait, Database};
+    use stack_core::{Error, Result};
+
+    fn checked(name: &str) -> Result<&str> {
+        let ok = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if ok {
+            Ok(name)
+        } else {
+            Err(Error::validation(
+                "scratch database names are [a-z0-9_]{1,63}",
+            ))
+        }
+    }
+
+    async fn admin(url: &str, sql: String) -> Result<()> {
+        let conn = Database::connect(url)
+            .await
+            .map_err(|e| Error::internal(format!("cannot connect to {url}: {e}")))?;
+        conn.execute_unprepared(&sql)
+            .await
+            .map_err(|e| Error::internal(format!("{sql}: {e}")))?;
+        conn.close()
+            .await
+            .map_err(|e| Error::internal(e.to_string()))
+    }
+
+    /// Creates database `name` and returns a URL for it.
+    pub async fn create(admin_url: &str, name: &str) -> Result<String> {
+        let name = checked(name)?;
+        admin(admin_url, format!("CREATE DATABASE {name}")).await?;
+        Ok(url_for(admin_url, name))
+    }
+
+    /// Drops database `name`, disconnecting its sessions.
+    pub async fn drop(admin_url: &str, name: &str) -> Result<()> {
+        let name = checked(name)?;
+        admin(
+            admin_url,
+            format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        )
+        .await
+    }
+
+    /// `admin_url` with its database name replaced by `name`.
+    pub fn url_for(admin_url: &str, name: &str) -> String {
+        let (base, query) = admin_url
+            .split_once('?')
+            .map_or((admin_url, None), |(b, q)| (b, Some(q)));
+        let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+        match query {
+            Some(q) => format!("{base}/{name}?{q}"),
+            None => format!("{base}/{name}"),
+        }
     }
 }

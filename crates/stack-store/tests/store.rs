@@ -38,20 +38,12 @@ impl TestDb {
 
     async fn postgres() -> Option<Self> {
         let admin = std::env::var("STACK_TEST_POSTGRES_URL").ok()?;
+        let token = stack_crypto::random_token(&SystemRandom::new(), 9).unwrap();
         let name = format!(
             "stack_test_{}",
-            stack_crypto::random_token(&SystemRandom::new(), 9)
-                .unwrap()
-                .to_lowercase()
-                .replace(['-', '_'], "x")
+            token.to_lowercase().replace(['-', '_'], "x")
         );
-        let admin_db = Db::connect_raw_for_tests(&admin).await;
-        admin_db
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        drop(admin_db);
-        let url = replace_db_name(&admin, &name);
+        let url = stack_store::scratch::create(&admin, &name).await.unwrap();
         let db = Db::connect(&DbConfig::Postgres { url: url.into() })
             .await
             .unwrap();
@@ -66,22 +58,8 @@ impl TestDb {
         let Self { db, pg, .. } = self;
         db.close().await.unwrap();
         if let Some((admin, name)) = pg {
-            let admin_db = Db::connect_raw_for_tests(&admin).await;
-            let _ = admin_db
-                .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
+            stack_store::scratch::drop(&admin, &name).await.unwrap();
         }
-    }
-}
-
-fn replace_db_name(url: &str, name: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
-    match query {
-        Some(q) => format!("{base}/{name}?{q}"),
-        None => format!("{base}/{name}"),
     }
 }
 

@@ -1,0 +1,162 @@
+//! Development tasks for STACK, run as `cargo xtask <task>`.
+//!
+//! - `ci`: everything CI checks, in order: formatting, clippy with
+//!   `-D warnings`, `cargo deny`, the Rust tests (SQLite, and PostgreSQL when
+//!   `STACK_TEST_POSTGRES_URL` is set), and the Python suites that drive the
+//!   real server with the official SDK and MCP client.
+//! - `bench <name>`: benchmarks; see `docs/benchmarks.md`.
+//!
+//! The layering rules of `docs/ARCHITECTURE.md` are checked by the tests in
+//! `layering.rs`, which run with `cargo test`.
+
+mod layering;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = workspace_root()?;
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&root),
+        Some("bench") => bench(
+            &root,
+            args.get(1).map(String::as_str),
+            args.get(2..).unwrap_or_default(),
+        ),
+        Some("layering") => {
+            let report = layering::check(&root)?;
+            if report.is_empty() {
+                eprintln!("layering: ok");
+                Ok(())
+            } else {
+                bail!("layering violations:\n{}", report.join("\n"))
+            }
+        }
+        _ => {
+            eprintln!("usage: cargo xtask <ci | layering | bench scan [corpus]>");
+            bail!("unknown task")
+        }
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+fn run(root: &Path, step: &str, cmd: &mut Command) -> anyhow::Result<()> {
+    let started = Instant::now();
+    eprintln!("\n==> {step}: {cmd:?}");
+    let status = cmd
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("starting {step}"))?;
+    eprintln!(
+        "<== {step}: {:?} in {:.1}s",
+        status.code(),
+        started.elapsed().as_secs_f64()
+    );
+    if !status.success() {
+        bail!("{step} failed");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn ci(root: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    run(root, "fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    run(
+        root,
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    ensure_cargo_deny(root)?;
+    run(
+        root,
+        "deny",
+        cargo().args(["deny", "--locked", "check", "bans", "licenses", "sources"]),
+    )?;
+    run(
+        root,
+        "build",
+        cargo().args(["build", "--workspace", "--locked", "--bins"]),
+    )?;
+    run(
+        root,
+        "test",
+        cargo().args(["test", "--workspace", "--locked"]),
+    )?;
+    run(
+        root,
+        "python suites",
+        Command::new("bash").arg("tests/run-python.sh"),
+    )?;
+    eprintln!(
+        "\nci: all steps passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn ensure_cargo_deny(root: &Path) -> anyhow::Result<()> {
+    let have = cargo()
+        .args(["deny", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        return Ok(());
+    }
+    run(
+        root,
+        "install cargo-deny",
+        cargo().args(["install", "cargo-deny", "--locked", "--version", "^0.20"]),
+    )
+}
+
+fn bench(root: &Path, name: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
+    match name {
+        Some("scan") => {
+            let corpus = rest.first().cloned().unwrap_or_else(|| {
+                root.join("../shared/scan-corpus/dev.jsonl")
+                    .display()
+                    .to_string()
+            });
+            run(
+                root,
+                "bench scan",
+                cargo().args([
+                    "run",
+                    "--release",
+                    "--locked",
+                    "-p",
+                    "stack-scan",
+                    "--example",
+                    "scan_bench",
+                    "--",
+                    &corpus,
+                ]),
+            )
+        }
+        Some(other) => bail!("unknown benchmark {other}; known: scan"),
+        None => bail!("usage: cargo xtask bench <scan>"),
+    }
+}
