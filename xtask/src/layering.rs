@@ -119,12 +119,13 @@ pub fn check(root: &Path) -> anyhow::Result<Vec<String>> {
                         "{name} (L{my_layer}) depends on {dep_name} (L{dep_layer})"
                     ));
                 }
-            } else if let Some((_, owner)) = WRAPPERS.iter().find(|(ext, _)| *ext == dep_name) {
-                if *owner != name && my_layer < 5 {
-                    problems.push(format!(
-                        "{name} names {dep_name} directly; only {owner} may"
-                    ));
-                }
+            } else if let Some((_, owner)) = WRAPPERS.iter().find(|(ext, _)| *ext == dep_name)
+                && *owner != name
+                && my_layer < 5
+            {
+                problems.push(format!(
+                    "{name} names {dep_name} directly; only {owner} may"
+                ));
             }
         }
         if my_layer <= 1 {

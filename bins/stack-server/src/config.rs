@@ -115,12 +115,12 @@ impl Config {
             .clone()
             .or(file.database_url)
             .filter(|u| !u.is_empty());
-        if let Some(url) = &database_url {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                bail!(
-                    "STACK_DATABASE_URL must be a postgres:// URL (leave it unset for the embedded SQLite database)"
-                );
-            }
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            bail!(
+                "STACK_DATABASE_URL must be a postgres:// URL (leave it unset for the embedded SQLite database)"
+            );
         }
         let log_format = opts
             .log_format

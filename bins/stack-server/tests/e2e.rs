@@ -1,6 +1,12 @@
 //! End-to-end tests: start the real `stack-server` binary on a free port
 //! against a real database (a temp SQLite file; PostgreSQL too when
 //! `STACK_TEST_POSTGRES_URL` is set) and talk to it over HTTP.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // tests fail loudly
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -14,12 +20,14 @@ struct Server {
     base: String,
     /// The first operator's key, when this start created it.
     key: Option<String>,
+    #[allow(dead_code)] // kept for restarting with the same settings
     env: Vec<(String, String)>,
 }
 
 /// Where a server keeps its data; kept across restarts.
 struct Data {
     _dir: tempfile::TempDir,
+    #[allow(dead_code)] // kept for restarting with the same settings
     env: Vec<(String, String)>,
     pg: Option<(String, String)>,
 }

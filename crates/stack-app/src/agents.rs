@@ -699,13 +699,13 @@ fn apply_patch(agent: &mut Agent, patch: &Map<String, Value>) -> Result<()> {
             ));
         }
     }
-    if let Some(v) = patch.get("passport_blocked") {
-        if v.as_bool() != Some(agent.passport_blocked) {
-            return Err(Error::invalid_field(
-                "passport_blocked",
-                "passport_blocked changes through POST /v1/agents/{id}/unblock or a review decision",
-            ));
-        }
+    if let Some(v) = patch.get("passport_blocked")
+        && v.as_bool() != Some(agent.passport_blocked)
+    {
+        return Err(Error::invalid_field(
+            "passport_blocked",
+            "passport_blocked changes through POST /v1/agents/{id}/unblock or a review decision",
+        ));
     }
     if let Some(v) = patch.get("allowed_skills") {
         let skills: Vec<String> = match v {

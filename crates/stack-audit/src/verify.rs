@@ -161,21 +161,20 @@ impl ChainVerifier {
             timestamp: self.prev_timestamp,
         };
         let mut first_break = self.first_break;
-        if first_break.is_none() {
-            if let Some(h) = recorded_head {
-                if h.seq != last.seq || h.hash != last.hash {
-                    first_break = Some(ChainBreak {
-                        entry_id: None,
-                        seq: last.seq.saturating_add(1),
-                        reason: BreakReason::HeadMismatch {
-                            head_seq: h.seq,
-                            head_hash: h.hash.clone(),
-                            last_seq: last.seq,
-                            last_hash: last.hash.clone(),
-                        },
-                    });
-                }
-            }
+        if first_break.is_none()
+            && let Some(h) = recorded_head
+            && (h.seq != last.seq || h.hash != last.hash)
+        {
+            first_break = Some(ChainBreak {
+                entry_id: None,
+                seq: last.seq.saturating_add(1),
+                reason: BreakReason::HeadMismatch {
+                    head_seq: h.seq,
+                    head_hash: h.hash.clone(),
+                    last_seq: last.seq,
+                    last_hash: last.hash.clone(),
+                },
+            });
         }
         Verification {
             ok: first_break.is_none(),

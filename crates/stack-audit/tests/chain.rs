@@ -1,4 +1,10 @@
 //! Integration tests for stack-audit: committed test vectors and tamper detection.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // tests fail loudly
 
 use serde_json::{Value, json};
 use stack_audit::{

@@ -285,10 +285,10 @@ async fn export_audit(
         page.render(),
     )
         .into_response();
-    if let Some(next) = page.next_after_seq {
-        if let Ok(v) = HeaderValue::from_str(&next.to_string()) {
-            res.headers_mut().insert("x-next-after-seq", v);
-        }
+    if let Some(next) = page.next_after_seq
+        && let Ok(v) = HeaderValue::from_str(&next.to_string())
+    {
+        res.headers_mut().insert("x-next-after-seq", v);
     }
     Ok(res)
 }

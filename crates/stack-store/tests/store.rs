@@ -1,6 +1,12 @@
 //! stack-store against real databases: SQLite always, PostgreSQL when
 //! `STACK_TEST_POSTGRES_URL` is set (CI sets it). Each test runs once per
 //! backend through `both_backends!`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // tests fail loudly
 
 use std::sync::Arc;
 
