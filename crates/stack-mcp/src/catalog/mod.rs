@@ -1,0 +1,60 @@
+//! The tool catalog, as data: one entry per tool, one module per domain.
+
+mod agents;
+mod audit;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rmcp::model::{JsonObject, Tool, ToolAnnotations};
+use serde_json::{Map, Value, json};
+use stack_app::App;
+use stack_core::{Principal, Result};
+
+pub(crate) type Args = Map<String, Value>;
+pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
+pub type ToolHandler = fn(App, Principal, Args) -> ToolFuture;
+
+/// One MCP tool.
+#[derive(Clone)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub input_schema: Value,
+    pub read_only: bool,
+    pub destructive: bool,
+    pub idempotent: bool,
+    pub handler: ToolHandler,
+}
+
+impl ToolSpec {
+    pub fn to_tool(&self) -> Tool {
+        let schema: JsonObject = match &self.input_schema {
+            Value::Object(m) => m.clone(),
+            _ => JsonObject::new(),
+        };
+        Tool::new(self.name, self.description, Arc::new(schema)).with_annotations(
+            ToolAnnotations::new()
+                .read_only(self.read_only)
+                .destructive(self.destructive)
+                .idempotent(self.idempotent),
+        )
+    }
+}
+
+pub(crate) fn to_value<T: serde::Serialize>(v: T) -> Result<Value> {
+    serde_json::to_value(v).map_err(|_| stack_core::Error::internal("result did not serialize"))
+}
+
+pub(crate) fn object(properties: Value, required: &[&str]) -> Value {
+    json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": true })
+}
+
+/// Every tool this build serves.
+pub fn catalog() -> Vec<ToolSpec> {
+    let mut tools = Vec::new();
+    tools.extend(agents::tools());
+    tools.extend(audit::tools());
+    tools
+}
