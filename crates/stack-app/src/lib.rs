@@ -18,6 +18,7 @@ pub mod auth;
 pub mod input;
 pub mod operators;
 pub mod ports;
+pub mod revocation;
 
 use std::sync::Arc;
 
