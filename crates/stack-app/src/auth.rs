@@ -18,6 +18,12 @@ impl App {
         if token.starts_with("sk_live_") {
             return self.authenticate_api_key(token).await;
         }
+        if token.starts_with(crate::oauth::ACCESS_TOKEN_PREFIX) {
+            return self.authenticate_oauth_token(token).await;
+        }
+        if token.starts_with("eyJ") {
+            return self.authenticate_passport(token).await;
+        }
         Err(Error::new(
             ErrorCode::Unauthorized,
             "unrecognised bearer token",

@@ -16,7 +16,9 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod input;
+pub mod oauth;
 pub mod operators;
+pub mod passports;
 pub mod ports;
 pub mod revocation;
 
@@ -27,7 +29,7 @@ use stack_core::{IdKind, Principal, Result, Timestamp};
 use stack_crypto::RandomSource;
 
 pub use input::parse_input;
-pub use ports::{Clock, NewAudit, Store, SystemClock};
+pub use ports::{Clock, CoreStore, NewAudit, Store, SystemClock};
 
 /// Settings the application layer needs.
 #[derive(Debug, Clone)]

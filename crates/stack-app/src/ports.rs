@@ -42,10 +42,17 @@ pub struct NewAudit {
 /// audit entry to record (none when nothing changed).
 pub type AgentChange = Box<dyn FnOnce(Agent) -> Result<(Agent, Option<NewAudit>)> + Send>;
 
-/// Durable state. Every method that changes state takes the audit entry that
-/// records it and commits both atomically, or neither.
+/// Everything the application stores: one trait per domain, implemented
+/// together by the store adapter.
+pub trait Store: CoreStore + crate::oauth::OAuthStore + crate::passports::PassportStore {}
+
+impl<T> Store for T where T: CoreStore + crate::oauth::OAuthStore + crate::passports::PassportStore {}
+
+/// Operators, keys, agents and the audit chain. Every method that changes
+/// state takes the audit entry that records it and commits both atomically,
+/// or neither.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait CoreStore: Send + Sync + 'static {
     /// Is the database reachable? (`/readyz`)
     async fn ping(&self) -> Result<()>;
 

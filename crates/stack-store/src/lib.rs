@@ -18,6 +18,8 @@
 mod convert;
 pub mod entity;
 pub mod migration;
+mod oauth;
+mod passports;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,7 +37,7 @@ use stack_app::agents::Agent;
 use stack_app::audit::{AuditFilter, AuditRange};
 use stack_app::operators::{ApiKeyRecord, Operator};
 use stack_app::ports::AgentChange;
-use stack_app::{NewAudit, Store};
+use stack_app::{CoreStore, NewAudit};
 use stack_audit::{AuditEntry, ChainHead};
 use stack_core::{Error, Result, Secret};
 
@@ -214,7 +216,7 @@ async fn commit(txn: DatabaseTransaction) -> Result<()> {
 }
 
 #[async_trait]
-impl Store for Db {
+impl CoreStore for Db {
     async fn ping(&self) -> Result<()> {
         self.conn.ping().await.map_err(db_err)
     }

@@ -4,6 +4,8 @@ use serde_json::{Value, json};
 use stack_app::agents::{RegisterAgent, SkillAccessChange};
 use stack_app::parse_input;
 
+use stack_core::Permission;
+
 use super::{ToolSpec, object, to_value};
 
 fn agent_properties() -> Value {
@@ -43,6 +45,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: false,
             destructive: false,
             idempotent: false,
+            permission: Permission::AgentsWrite,
             handler: |app, p, args| {
                 Box::pin(async move {
                     let cmd: RegisterAgent = parse_input(Value::Object(args))?;
@@ -57,6 +60,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: true,
             destructive: false,
             idempotent: true,
+            permission: Permission::AgentsRead,
             handler: |app, p, _args| {
                 Box::pin(async move {
                     let agents = app.list_agents(&p).await?;
@@ -71,6 +75,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: false,
             destructive: false,
             idempotent: true,
+            permission: Permission::AgentsWrite,
             handler: |app, p, args| {
                 Box::pin(async move {
                     let change: SkillAccessChange = parse_input(Value::Object(args))?;
@@ -85,6 +90,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: false,
             destructive: true,
             idempotent: true,
+            permission: Permission::AgentsWrite,
             handler: |app, p, args| {
                 Box::pin(async move {
                     let change: SkillAccessChange = parse_input(Value::Object(args))?;

@@ -4,6 +4,8 @@ use serde_json::{Value, json};
 use stack_app::audit::{AuditListQuery, VerifyQuery};
 use stack_app::parse_input;
 
+use stack_core::Permission;
+
 use super::{ToolSpec, object, to_value};
 
 pub(super) fn tools() -> Vec<ToolSpec> {
@@ -23,6 +25,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: true,
             destructive: false,
             idempotent: true,
+            permission: Permission::AuditRead,
             handler: |app, p, args| {
                 Box::pin(async move {
                     let q: AuditListQuery = parse_input(Value::Object(args))?;
@@ -37,6 +40,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: true,
             destructive: false,
             idempotent: true,
+            permission: Permission::AuditRead,
             handler: |app, p, _args| {
                 Box::pin(async move { to_value(app.audit_chain_head(&p).await?) })
             },
@@ -55,6 +59,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: true,
             destructive: false,
             idempotent: true,
+            permission: Permission::AuditRead,
             handler: |app, p, args| {
                 Box::pin(async move {
                     let q: VerifyQuery = parse_input(Value::Object(args))?;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use rmcp::model::{JsonObject, Tool, ToolAnnotations};
 use serde_json::{Map, Value, json};
 use stack_app::App;
-use stack_core::{Principal, Result};
+use stack_core::{Permission, Principal, Result};
 
 pub(crate) type Args = Map<String, Value>;
 pub type ToolFuture = Pin<Box<dyn Future<Output = Result<Value>> + Send>>;
@@ -25,6 +25,8 @@ pub struct ToolSpec {
     pub read_only: bool,
     pub destructive: bool,
     pub idempotent: bool,
+    /// What the caller must hold to see and call the tool.
+    pub permission: Permission,
     pub handler: ToolHandler,
 }
 

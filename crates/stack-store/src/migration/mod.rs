@@ -1,0 +1,22 @@
+//! Versioned schema migrations, run at start.
+//!
+//! Each migration is a module named `mYYYYMMDD_NNNNNN_what`; applied versions
+//! are recorded in `seaql_migrations`. Migrations only add; a released
+//! migration is never edited.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_init;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_init::Migration)]
+    }
+}
+
+pub(crate) fn col(name: &str) -> ColumnDef {
+    ColumnDef::new(Alias::new(name))
+}
