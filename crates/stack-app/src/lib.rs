@@ -36,12 +36,31 @@ pub use ports::{Clock, CoreStore, NewAudit, Store, SystemClock};
 pub struct AppConfig {
     /// Largest page a list operation returns.
     pub max_page: u64,
+    /// The OAuth authorization server (issuer, registration limits).
+    pub oauth: oauth::OAuthConfig,
+    /// `iss` of the passports this deployment signs.
+    pub passport_issuer: String,
+    /// This node's id on the revocation bus.
+    pub node_id: String,
 }
 
 impl Default for AppConfig {
     fn default() -> Self {
-        Self { max_page: 100 }
+        Self {
+            max_page: 100,
+            oauth: oauth::OAuthConfig::default(),
+            passport_issuer: stack_passport::DEFAULT_ISSUER.to_owned(),
+            node_id: "node".to_owned(),
+        }
     }
+}
+
+/// Per-node passport state: signing keys, the revocation index, the bus.
+pub struct PassportRuntime {
+    pub(crate) keys: passports::KeyRing,
+    pub(crate) revocations: Arc<passports::RevocationIndex>,
+    pub(crate) bus: std::sync::RwLock<Option<Arc<dyn revocation::RevocationBus>>>,
+    pub(crate) node_id: String,
 }
 
 /// The application: ports plus configuration. Cheap to clone.
@@ -50,8 +69,8 @@ pub struct App {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
-    #[allow(dead_code)]
     config: AppConfig,
+    passports: Arc<PassportRuntime>,
 }
 
 impl std::fmt::Debug for App {
@@ -67,12 +86,43 @@ impl App {
         rng: Arc<dyn RandomSource>,
         config: AppConfig,
     ) -> Self {
+        let options = stack_passport::VerifyOptions {
+            issuer: config.passport_issuer.clone(),
+            ..stack_passport::VerifyOptions::default()
+        };
+        let passports = Arc::new(PassportRuntime {
+            keys: passports::KeyRing::new(options),
+            revocations: Arc::new(passports::RevocationIndex::new(
+                store.clone(),
+                clock.clone(),
+            )),
+            bus: std::sync::RwLock::new(None),
+            node_id: config.node_id.clone(),
+        });
         Self {
             store,
             clock,
             rng,
             config,
+            passports,
         }
+    }
+
+    /// The sink a revocation bus delivers into (this node's index).
+    pub fn revocation_sink(&self) -> Arc<dyn revocation::RevocationSink> {
+        self.passports.revocations.clone()
+    }
+
+    /// Sets the bus revocations are published on.
+    pub fn set_revocation_bus(&self, bus: Arc<dyn revocation::RevocationBus>) {
+        if let Ok(mut b) = self.passports.bus.write() {
+            *b = Some(bus);
+        }
+    }
+
+    /// Whether this node's revocation index is in sync with the database.
+    pub fn revocations_in_sync(&self) -> bool {
+        !self.passports.revocations.is_stale()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

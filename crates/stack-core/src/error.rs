@@ -23,6 +23,13 @@ pub enum ErrorCode {
     PassportExpired,
     PassportRevoked,
     GovernanceApprovalRequired,
+    AccountabilityRequired,
+    DelegationDepthExceeded,
+    ScopeEscalation,
+    DelegationAccountabilityViolation,
+    MissionEnded,
+    MissionNotFound,
+    CheckpointNotAvailable,
     NotImplemented,
     Unavailable,
     Internal,
@@ -46,6 +53,13 @@ impl ErrorCode {
             Self::PassportExpired => "PASSPORT_EXPIRED",
             Self::PassportRevoked => "PASSPORT_REVOKED",
             Self::GovernanceApprovalRequired => "GOVERNANCE_APPROVAL_REQUIRED",
+            Self::AccountabilityRequired => "ACCOUNTABILITY_REQUIRED",
+            Self::DelegationDepthExceeded => "DELEGATION_DEPTH_EXCEEDED",
+            Self::ScopeEscalation => "SCOPE_ESCALATION",
+            Self::DelegationAccountabilityViolation => "DELEGATION_ACCOUNTABILITY_VIOLATION",
+            Self::MissionEnded => "MISSION_ENDED",
+            Self::MissionNotFound => "MISSION_NOT_FOUND",
+            Self::CheckpointNotAvailable => "CHECKPOINT_NOT_AVAILABLE",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::Unavailable => "SERVICE_UNAVAILABLE",
             Self::Internal => "INTERNAL_ERROR",
@@ -60,9 +74,17 @@ impl ErrorCode {
             | Self::InvalidApiKey
             | Self::PassportExpired
             | Self::PassportRevoked => 401,
-            Self::Forbidden | Self::PassportBlocked | Self::GovernanceApprovalRequired => 403,
-            Self::NotFound => 404,
-            Self::ValidationError | Self::InvalidRequest => 400,
+            Self::Forbidden
+            | Self::PassportBlocked
+            | Self::GovernanceApprovalRequired
+            | Self::MissionEnded => 403,
+            Self::NotFound | Self::MissionNotFound | Self::CheckpointNotAvailable => 404,
+            Self::ValidationError
+            | Self::InvalidRequest
+            | Self::AccountabilityRequired
+            | Self::DelegationDepthExceeded
+            | Self::ScopeEscalation
+            | Self::DelegationAccountabilityViolation => 400,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,

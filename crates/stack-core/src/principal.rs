@@ -38,10 +38,17 @@ pub enum Permission {
     PassportsWrite,
     ServicesRead,
     ServicesWrite,
+    /// Connecting a new service (OAuth or custom credential).
+    ServicesConnect,
     CredentialsRead,
+    /// Making calls through the proxy.
     Proxy,
+    /// Reading proxy usage and quotas.
+    ProxyRead,
     AuditRead,
     ScanUse,
+    IdentityRead,
+    IdentityWrite,
     TeamAdmin,
     SecurityEvents,
 }
@@ -57,7 +64,9 @@ impl Permission {
                 | Self::AuditRead
                 | Self::CredentialsRead
                 | Self::Proxy
+                | Self::ProxyRead
                 | Self::ScanUse
+                | Self::IdentityRead
         )
     }
 }
