@@ -33,6 +33,18 @@ pub enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Manage the passport signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Generate a new signing key; older keys keep verifying until every
+    /// passport they signed is past its refresh window.
+    Rotate,
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,9 +78,21 @@ pub struct Opts {
     /// Log format: `text` or `json`.
     #[arg(long, env = "STACK_LOG_FORMAT", global = true)]
     pub log_format: Option<String>,
+    /// Public base URL of this server (OAuth issuer), e.g. `https://stack.example.com`.
+    #[arg(long, env = "STACK_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
     /// Optional TOML configuration file.
     #[arg(long, env = "STACK_CONFIG", global = true)]
     pub config: Option<PathBuf>,
+    /// `iss` of the passports this deployment signs.
+    #[arg(long, env = "STACK_PASSPORT_ISSUER", global = true)]
+    pub passport_issuer: Option<String>,
+    /// Revocation bus between nodes: `inprocess`, `postgres` or `redis`.
+    #[arg(long, env = "STACK_BUS", global = true)]
+    pub bus: Option<String>,
+    /// Redis URL for `--bus redis`.
+    #[arg(long, env = "STACK_REDIS_URL", global = true, hide_env_values = true)]
+    pub redis_url: Option<String>,
 }
 
 /// The TOML file's shape; every key is optional.
@@ -83,6 +107,11 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub mcp_allowed_hosts: Option<Vec<String>>,
     pub mcp_allowed_origins: Option<Vec<String>>,
+    pub passport_issuer: Option<String>,
+    pub bus: Option<String>,
+    pub redis_url: Option<String>,
+    pub public_url: Option<String>,
+    pub oauth_registrations_per_hour: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -96,6 +125,23 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub mcp_allowed_hosts: Vec<String>,
     pub mcp_allowed_origins: Vec<String>,
+    /// The URL clients reach this server at (OAuth issuer and resource
+    /// identifiers); `None` means `http://<bound address>`.
+    pub public_url: Option<String>,
+    pub oauth_registrations_per_hour: u64,
+    /// The master key (32 bytes, base64) from `STACK_MASTER_KEY`; when unset,
+    /// `<data_dir>/master.key` is used (created on first start, mode 0600).
+    pub master_key: Option<stack_core::Secret<String>>,
+    pub passport_issuer: String,
+    pub bus: Bus,
+}
+
+/// Which revocation bus this node uses.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    InProcess,
+    Postgres(stack_core::Secret<String>),
+    Redis(stack_core::Secret<String>),
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -133,7 +179,48 @@ impl Config {
             other => bail!("log format must be text or json, not {other:?}"),
         };
         let mcp_defaults = stack_mcp::McpConfig::default();
+        let public_url = opts
+            .public_url
+            .clone()
+            .or(file.public_url)
+            .filter(|u| !u.is_empty())
+            .map(|u| u.trim_end_matches('/').to_owned());
+        if let Some(u) = &public_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            bail!("public_url must be an http:// or https:// URL, not {u:?}");
+        }
+        let bus = match opts
+            .bus
+            .clone()
+            .or(file.bus)
+            .as_deref()
+            .unwrap_or("inprocess")
+        {
+            "inprocess" | "in-process" => Bus::InProcess,
+            "postgres" => match &database_url {
+                Some(u) => Bus::Postgres(stack_core::Secret::new(u.clone())),
+                None => bail!("STACK_BUS=postgres needs STACK_DATABASE_URL (PostgreSQL)"),
+            },
+            "redis" => match opts.redis_url.clone().or(file.redis_url) {
+                Some(u) => Bus::Redis(stack_core::Secret::new(u)),
+                None => bail!("STACK_BUS=redis needs STACK_REDIS_URL"),
+            },
+            other => bail!("STACK_BUS must be inprocess, postgres or redis, not {other:?}"),
+        };
+        let master_key = std::env::var("STACK_MASTER_KEY")
+            .ok()
+            .filter(|k| !k.is_empty())
+            .map(stack_core::Secret::new);
+        let passport_issuer = opts
+            .passport_issuer
+            .clone()
+            .or(file.passport_issuer)
+            .unwrap_or_else(|| "getstack.run".into());
         Ok(Self {
+            master_key,
+            passport_issuer,
+            bus,
             listen,
             data_dir: opts
                 .data_dir
@@ -152,6 +239,10 @@ impl Config {
             mcp_allowed_origins: file
                 .mcp_allowed_origins
                 .unwrap_or(mcp_defaults.allowed_origins),
+            public_url,
+            oauth_registrations_per_hour: file
+                .oauth_registrations_per_hour
+                .unwrap_or_else(|| stack_app::oauth::OAuthConfig::default().registrations_per_hour),
         })
     }
 }

@@ -4,12 +4,12 @@
 //! listener until SIGTERM or Ctrl-C, then drains in-flight requests.
 
 mod config;
+mod keys;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::http::HeaderValue;
 use axum::serve::ListenerExt;
 use clap::Parser;
 use stack_app::{App, AppConfig, SystemClock};
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::config::{Cli, Command, Config, OperatorsCommand};
+use crate::config::{Bus, Cli, Command, Config, KeysCommand, OperatorsCommand};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -39,21 +39,71 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::resolve(&cli.opts)?;
     init_logging(&config)?;
     let db = open_database(&config).await?;
+    let command = cli.command.unwrap_or(Command::Serve);
+    // The server binds first so that, with port 0 and no public_url, the
+    // OAuth issuer names the port actually bound.
+    let listener = match command {
+        Command::Serve => Some(
+            tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("binding {}", config.listen))?,
+        ),
+        _ => None,
+    };
+    let bound = match &listener {
+        Some(l) => l.local_addr().context("reading the bound address")?,
+        None => config.listen,
+    };
+    let app_config = AppConfig {
+        oauth: stack_app::oauth::OAuthConfig {
+            issuer: config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{bound}")),
+            registrations_per_hour: config.oauth_registrations_per_hour,
+        },
+        passport_issuer: config.passport_issuer.clone(),
+        node_id: node_id(),
+        ..AppConfig::default()
+    };
     let app = App::new(
         Arc::new(db.clone()),
         Arc::new(SystemClock),
         Arc::new(SystemRandom::new()),
-        AppConfig::default(),
+        app_config,
     );
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config, db, app).await,
-        Command::Migrate => {
+    if matches!(command, Command::Serve | Command::Keys { .. }) {
+        let master = keys::load_master_key(&config)?;
+        app.init_passport_keys(master)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    match (command, listener) {
+        (Command::Serve, Some(listener)) => serve(config, db, app, listener).await,
+        (
+            Command::Keys {
+                command: KeysCommand::Rotate,
+            },
+            _,
+        ) => {
+            let rotated = app
+                .rotate_passport_key(None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+            eprintln!("rotated the passport signing key: {rotated}");
+            Ok(())
+        }
+        (Command::Serve, None) => anyhow::bail!("no listener"),
+        (Command::Migrate, _) => {
             tracing::info!(backend = db.backend_name(), "migrations applied");
             Ok(())
         }
-        Command::Operators {
-            command: OperatorsCommand::Create { name },
-        } => {
+        (
+            Command::Operators {
+                command: OperatorsCommand::Create { name },
+            },
+            _,
+        ) => {
             let created = app.create_operator(&name).await?;
             eprintln!(
                 "created operator {} ({}); its API key follows, shown once:",
@@ -63,6 +113,35 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// This node's name on the revocation bus: host and process, plus a random
+/// suffix so restarts are told apart.
+fn node_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+    let suffix = stack_crypto::random_token(&SystemRandom::new(), 4).unwrap_or_default();
+    format!("{host}-{}-{suffix}", std::process::id())
+}
+
+/// Starts the revocation bus and brings this node's revocation index in sync.
+async fn start_bus(config: &Config, app: &App, cancel: &CancellationToken) -> anyhow::Result<()> {
+    let bus_config = match &config.bus {
+        Bus::InProcess => stack_bus::BusConfig::InProcess,
+        Bus::Postgres(url) => stack_bus::BusConfig::Postgres { url: url.clone() },
+        Bus::Redis(url) => stack_bus::BusConfig::Redis { url: url.clone() },
+    };
+    let bus = stack_bus::start(bus_config, node_id(), app.revocation_sink(), cancel.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("revocation bus: {e}"))?;
+    app.set_revocation_bus(bus);
+    // The in-process bus has no connection to (re)establish: sync now.
+    if matches!(config.bus, Bus::InProcess) {
+        app.revocation_sink()
+            .resync()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    Ok(())
 }
 
 #[allow(clippy::print_stdout)] // The one place a key is shown: stdout, once, never the log.
@@ -137,7 +216,8 @@ fn build_router(config: &Config, app: App, cancel: &CancellationToken) -> Router
     };
     let mcp_auth = AuthLayerConfig {
         app: app.clone(),
-        www_authenticate: HeaderValue::from_static("Bearer realm=\"stack\""),
+        www_authenticate: stack_http::mcp_www_authenticate(&app),
+        audience: stack_app::oauth::Audience::Mcp,
     };
     let mcp = Router::new()
         .nest_service("/mcp", stack_mcp::service(app.clone(), &mcp_config))
@@ -156,7 +236,12 @@ fn build_router(config: &Config, app: App, cancel: &CancellationToken) -> Router
         )
 }
 
-async fn serve(config: Config, db: Db, app: App) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    db: Db,
+    app: App,
+    listener: tokio::net::TcpListener,
+) -> anyhow::Result<()> {
     if let Some(created) = app.bootstrap_first_operator().await? {
         print_first_operator(
             &created.operator.name,
@@ -166,10 +251,8 @@ async fn serve(config: Config, db: Db, app: App) -> anyhow::Result<()> {
         tracing::info!(operator_id = %created.operator.id, "created the first operator");
     }
     let cancel = CancellationToken::new();
+    start_bus(&config, &app, &cancel).await?;
     let router = build_router(&config, app, &cancel);
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
     // With port 0 the OS picks one: report the address actually bound.
     let bound = listener.local_addr().context("reading the bound address")?;
     let listener = listener.tap_io(|tcp| {
@@ -186,10 +269,14 @@ async fn serve(config: Config, db: Db, app: App) -> anyhow::Result<()> {
             cancel.cancel();
         }
     };
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server error")?;
+    // The peer address feeds the per-address limit on OAuth registrations.
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .context("server error")?;
     db.close()
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message))?;

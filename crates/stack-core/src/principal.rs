@@ -118,9 +118,13 @@ impl Principal {
                 ),
                 Role::Readonly => permission.is_read(),
             },
+            // Confined to their own agent by `confined_agent` in every operation.
             PrincipalKind::Agent { .. } | PrincipalKind::Passport { .. } => matches!(
                 permission,
-                Permission::Proxy | Permission::ScanUse | Permission::PassportsRead
+                Permission::Proxy
+                    | Permission::ScanUse
+                    | Permission::PassportsRead
+                    | Permission::AgentsRead
             ),
         };
         by_kind

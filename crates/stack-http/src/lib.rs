@@ -6,6 +6,10 @@
 //! ignored), calls one `stack-app` operation per route, and renders the result
 //! or the error envelope `{"error":{"code","message","details"}}`.
 //!
+//! It also serves the OAuth 2.1 authorization server's endpoints
+//! ([`oauth`]), which speak OAuth's own error format and, for the browser
+//! steps, HTML and redirects.
+//!
 //! What it does not do: no business rules and no SQL. Routes that belong to
 //! capabilities not built yet answer `501 NOT_IMPLEMENTED` with the envelope,
 //! never a bare 404.
@@ -14,6 +18,8 @@
 pub mod auth;
 mod error;
 mod extract;
+pub mod oauth;
+mod passports;
 mod routes;
 
 use axum::Router;
@@ -21,6 +27,7 @@ use stack_app::App;
 
 pub use auth::{AuthLayerConfig, require_principal};
 pub use error::{ApiError, panic_response};
+pub use oauth::mcp_www_authenticate;
 
 /// HTTP-level settings.
 #[derive(Debug, Clone)]
@@ -44,7 +51,8 @@ pub struct HttpState {
     pub config: HttpConfig,
 }
 
-/// The REST API: `/v1/...`, `/healthz`, `/readyz`, and the JSON fallbacks.
+/// The REST API: `/v1/...`, `/healthz`, `/readyz`, the public OAuth
+/// endpoints (`/.well-known/…`, `/oauth/…`), and the JSON fallbacks.
 pub fn router(app: App, config: HttpConfig) -> Router {
     routes::router(HttpState { app, config })
 }

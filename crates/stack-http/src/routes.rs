@@ -42,8 +42,6 @@ fn ok(v: impl serde::Serialize) -> ApiResult {
 /// Domains of the contract whose issues have not landed yet: their routes
 /// answer 501 with the envelope, so SDK users get a clear, stable error.
 const NOT_YET: &[(&str, &str)] = &[
-    ("passports", "passports"),
-    ("missions", "missions"),
     ("services", "services and grants"),
     ("credentials", "credentials"),
     ("proxy", "the proxy"),
@@ -59,13 +57,13 @@ const NOT_YET: &[(&str, &str)] = &[
     ("identity", "identity"),
     ("notifications", "notifications"),
     ("usage", "usage"),
-    (".well-known", "the passport JWKS"),
 ];
 
 pub fn router(state: HttpState) -> Router {
     let auth = AuthLayerConfig {
         app: state.app.clone(),
         www_authenticate: HeaderValue::from_static("Bearer"),
+        audience: stack_app::oauth::Audience::Rest,
     };
     let mut v1 = Router::new()
         .route("/agents/register", post(register_agent))
@@ -94,15 +92,21 @@ pub fn router(state: HttpState) -> Router {
             .route(&format!("/{segment}"), any(not_yet))
             .route(&format!("/{segment}/{{*rest}}"), any(not_yet));
     }
+    // Authentication applies to these routes only (route_layer), so the
+    // public passport routes merged below stay public.
     let v1 = v1
+        .merge(crate::passports::protected())
+        .route_layer(middleware::from_fn_with_state(auth, require_principal))
+        .merge(crate::passports::public_v1())
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(auth, require_principal));
+        .method_not_allowed_fallback(method_not_allowed);
 
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(crate::oauth::routes())
+        .merge(crate::passports::public_root())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -688,10 +688,11 @@ impl App {
                 .and_then(Value::as_str)
                 .map(str::to_owned);
         }
-        let passport_in = match body.get("passport") {
+        let mut passport_in = match body.get("passport") {
             Some(Value::Object(m)) => m.clone(),
             _ => Map::new(),
         };
+        passport_in.insert("agent_id".into(), Value::String(agent_id.clone()));
         let agent = self.load_agent(p, &agent_id).await?;
         let (mission, created) = self.open_mission(p, open).await?;
         let mut issue: IssuePassport = crate::parse_input(Value::Object(passport_in))?;

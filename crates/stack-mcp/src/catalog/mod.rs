@@ -2,6 +2,8 @@
 
 mod agents;
 mod audit;
+mod passports;
+mod pending;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,10 +55,36 @@ pub(crate) fn object(properties: Value, required: &[&str]) -> Value {
     json!({ "type": "object", "properties": properties, "required": required, "additionalProperties": true })
 }
 
-/// Every tool this build serves.
-pub fn catalog() -> Vec<ToolSpec> {
+/// The tools of the domains that are built.
+fn implemented() -> Vec<ToolSpec> {
     let mut tools = Vec::new();
     tools.extend(agents::tools());
     tools.extend(audit::tools());
+    tools.extend(passports::tools());
     tools
+}
+
+/// Placeholders for the published names that no module serves yet.
+fn placeholders(implemented: &[ToolSpec]) -> Vec<ToolSpec> {
+    pending::tools()
+        .into_iter()
+        .filter(|p| !implemented.iter().any(|t| t.name == p.name))
+        .collect()
+}
+
+/// Every tool this build serves: the implemented domains, then — for every
+/// published name no module serves yet — its `NOT_IMPLEMENTED` placeholder.
+pub fn catalog() -> Vec<ToolSpec> {
+    let mut tools = implemented();
+    let pending = placeholders(&tools);
+    tools.extend(pending);
+    tools
+}
+
+/// Names in [`catalog`] still served by a `NOT_IMPLEMENTED` placeholder.
+pub fn pending_names() -> Vec<&'static str> {
+    placeholders(&implemented())
+        .iter()
+        .map(|t| t.name)
+        .collect()
 }
