@@ -17,10 +17,12 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("stack-crypto", 0),
     ("stack-audit", 1),
     ("stack-scan", 1),
+    ("stack-passport", 1),
     ("stack-app", 2),
     ("stack-store", 3),
     ("stack-http", 3),
     ("stack-mcp", 3),
+    ("stack-bus", 3),
     ("stack-server", 4),
     ("xtask", 5),
 ];

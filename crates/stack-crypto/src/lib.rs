@@ -3,8 +3,19 @@
 //! This is the only crate that depends on `ring` (checked by `deny.toml` and the
 //! layering test). It offers SHA-256, random identifiers and API keys drawn
 //! from an injected [`RandomSource`], API-key hashing and constant-time
-//! comparison. It never opens a file or a socket and never reads the clock.
+//! comparison, Ed25519 signing keys and their JWK thumbprints
+//! ([`ed25519`]), AES-256-GCM sealing of data at rest ([`aead`]), and the
+//! ring-backed `jsonwebtoken` crypto provider ([`jwt`]).
+//!
+//! What it does not do: it never opens a file or a socket, never reads the
+//! clock, and never draws randomness except through the [`RandomSource`] it is
+//! given. It knows nothing of passports or JWT claims (that is
+//! `stack-passport`) nor of where keys are stored.
 #![forbid(unsafe_code)]
+
+pub mod aead;
+pub mod ed25519;
+pub mod jwt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
