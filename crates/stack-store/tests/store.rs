@@ -336,6 +336,179 @@ both_backends!(
             ))
             .await
             .unwrap();
-        assert_eq!(rows.len(), 1);
+        use sea_orm_migration::MigratorTrait as _;
+        assert_eq!(
+            rows.len(),
+            stack_store::migration::Migrator::migrations().len()
+        );
+    }
+);
+
+// ---- passports
+
+async fn passport_app(db: &Db) -> (App, Principal) {
+    let app = app(db);
+    app.init_passport_keys(stack_crypto::aead::DataKey::generate(&SystemRandom::new()).unwrap())
+        .await
+        .unwrap();
+    use stack_app::revocation::RevocationSink as _;
+    app.revocation_sink().resync().await.unwrap();
+    let p = operator(&app, "passports").await;
+    (app, p)
+}
+
+async fn agent(app: &App, p: &Principal, name: &str) -> String {
+    app.register_agent(
+        p,
+        RegisterAgent {
+            name: name.into(),
+            ..RegisterAgent::default()
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+async fn start(app: &App, p: &Principal, agent_id: &str) -> (String, String, String) {
+    let r = app
+        .start_mission(
+            p,
+            json!({"agent_id": agent_id, "mission": {"intent_summary": "triage", "intent_services": ["gmail"]}, "passport": {}}),
+        )
+        .await
+        .unwrap();
+    (
+        r["mission_id"].as_str().unwrap().to_owned(),
+        r["passport"]["token"].as_str().unwrap().to_owned(),
+        r["passport"]["jti"].as_str().unwrap().to_owned(),
+    )
+}
+
+both_backends!(
+    revocation_cascades_through_delegation_and_refresh,
+    |db: Db| async move {
+        let (app, p) = passport_app(&db).await;
+        let a = agent(&app, &p, "root-agent").await;
+        let b = agent(&app, &p, "child-agent").await;
+        let c = agent(&app, &p, "grandchild-agent").await;
+        let (_, root_token, root_jti) = start(&app, &p, &a).await;
+        let child = app
+            .delegate_passport(
+                &p,
+                stack_app::parse_input(
+                    json!({"parent_passport_token": root_token, "child_agent_id": b}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let grandchild = app
+            .delegate_passport(
+                &p,
+                stack_app::parse_input(
+                    json!({"parent_passport_token": child["token"], "child_agent_id": c}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(grandchild["delegation_depth"], 2);
+        let refreshed = app
+            .refresh_passport(
+                &p,
+                stack_app::parse_input(json!({"token": root_token})).unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_ne!(refreshed["jti"].as_str().unwrap(), root_jti);
+        let active = app
+            .list_active_passports(&p, Default::default())
+            .await
+            .unwrap();
+        assert_eq!(active.len(), 4);
+
+        let out = app
+            .revoke(
+                &p,
+                stack_app::passports::RevokeTarget::Passport(root_jti.clone()),
+                Some("test".into()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(out["count"], 4, "{out}");
+        for token in [
+            &root_token,
+            child["token"].as_str().unwrap(),
+            grandchild["token"].as_str().unwrap(),
+            refreshed["token"].as_str().unwrap(),
+        ] {
+            let v = app.verify_passport(token).await.unwrap();
+            assert_eq!(v["valid"], false, "{v}");
+            assert_eq!(v["reason"], "revoked", "{v}");
+        }
+        assert!(
+            app.list_active_passports(&p, Default::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let log = app
+            .list_audit(
+                &p,
+                AuditListQuery {
+                    limit: Some(json!(100)),
+                    ..AuditListQuery::default()
+                },
+            )
+            .await
+            .unwrap();
+        let count = |a: &str| log.entries.iter().filter(|e| e.action == a).count();
+        assert_eq!(count("passport.revoke"), 1);
+        assert_eq!(count("passport.revoke_cascade"), 3);
+        assert_eq!(verify(&app, &p).await["ok"], true);
+    }
+);
+
+both_backends!(
+    completing_a_mission_revokes_its_passports_once,
+    |db: Db| async move {
+        let (app, p) = passport_app(&db).await;
+        let a = agent(&app, &p, "worker").await;
+        let (mission, token, _) = start(&app, &p, &a).await;
+        let done = app
+            .end_mission(&p, &mission, false, Default::default())
+            .await
+            .unwrap();
+        assert_eq!(done["terminal_state"], "completed");
+        assert_eq!(done["transitioned"], true);
+        assert_eq!(
+            app.verify_passport(&token).await.unwrap()["reason"],
+            "revoked"
+        );
+        let again = app
+            .end_mission(&p, &mission, false, Default::default())
+            .await
+            .unwrap();
+        assert_eq!(again["transitioned"], false);
+        let e = app
+            .refresh_passport(&p, stack_app::parse_input(json!({"token": token})).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, ErrorCode::MissionEnded, "{}", e.message);
+        let e = app
+        .issue_passport(
+            &p,
+            stack_app::parse_input(json!({"agent_id": a, "mission_ids": [mission], "intent": {"summary": "x", "services": [], "will_delegate": false}})).unwrap(),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::MissionEnded);
+        assert!(
+            e.message
+                .contains(&format!("Mission {mission} is completed")),
+            "{}",
+            e.message
+        );
     }
 );
