@@ -556,6 +556,63 @@ impl PassportStore for Db {
             .transpose()
     }
 
+    async fn silent_passports(&self, since: i64, until: i64) -> Result<Vec<PassportRecord>> {
+        let rows = passport::Entity::find()
+            .filter(passport::Column::RevokedAt.is_null())
+            .filter(passport::Column::ExpiresAt.gt(since))
+            .filter(passport::Column::ExpiresAt.lte(until))
+            .limit(1_000)
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let r: PassportRecord = from_doc("passport", &row.doc)?;
+            let enforced = r.accountability == stack_app::agents::AccountabilityMode::Enforced;
+            if enforced && r.checked_out_at.is_none() && !r.silence_reported {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn report_silence(
+        &self,
+        jti: &str,
+        event: &SecurityEvent,
+        audit: NewAudit,
+    ) -> Result<bool> {
+        let txn = self.write_txn().await?;
+        let Some(row) = passport::Entity::find_by_id(jti.to_owned())
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(false);
+        };
+        let mut rec: PassportRecord = from_doc("passport", &row.doc)?;
+        if rec.silence_reported || rec.checked_out_at.is_some() || rec.revoked_at.is_some() {
+            return Ok(false);
+        }
+        rec.silence_reported = true;
+        save_passport(&txn, &rec).await?;
+        security_event::Entity::insert(security_event::ActiveModel {
+            id: Set(event.id.clone()),
+            operator_id: Set(event.operator_id.clone()),
+            agent_id: Set(event.agent_id.clone()),
+            resolved: Set(false),
+            created_at: Set(event.created_at.as_millis()),
+            doc: Set(to_doc(event)?),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(db_err)?;
+        append_in(&txn, &event.operator_id, audit).await?;
+        commit(txn).await?;
+        Ok(true)
+    }
+
     async fn insert_security_event(&self, e: &SecurityEvent, audit: NewAudit) -> Result<()> {
         let txn = self.write_txn().await?;
         security_event::Entity::insert(security_event::ActiveModel {

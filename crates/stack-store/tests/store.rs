@@ -14,6 +14,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use stack_app::agents::RegisterAgent;
 use stack_app::audit::{AuditListQuery, VerifyQuery};
+use stack_app::passports::PassportStore as _;
 use stack_app::{App, AppConfig, SystemClock};
 use stack_core::{ErrorCode, Principal};
 use stack_crypto::SystemRandom;
@@ -351,7 +352,6 @@ async fn passport_app(db: &Db) -> (App, Principal) {
     app.init_passport_keys(stack_crypto::aead::DataKey::generate(&SystemRandom::new()).unwrap())
         .await
         .unwrap();
-    use stack_app::revocation::RevocationSink as _;
     app.revocation_sink().resync().await.unwrap();
     let p = operator(&app, "passports").await;
     (app, p)
@@ -510,5 +510,58 @@ both_backends!(
             "{}",
             e.message
         );
+    }
+);
+
+/// A clock the test moves by hand.
+struct TestClock(std::sync::atomic::AtomicI64);
+
+impl stack_app::Clock for TestClock {
+    fn now(&self) -> stack_core::Timestamp {
+        stack_core::Timestamp::from_millis(self.0.load(std::sync::atomic::Ordering::SeqCst))
+    }
+}
+
+both_backends!(
+    a_missed_checkpoint_raises_one_security_event,
+    |db: Db| async move {
+        let start_ms = 1_800_000_000_000;
+        let clock = Arc::new(TestClock(std::sync::atomic::AtomicI64::new(start_ms)));
+        let app = App::new(
+            Arc::new(db.clone()),
+            clock.clone(),
+            Arc::new(SystemRandom::new()),
+            AppConfig::default(),
+        );
+        app.init_passport_keys(
+            stack_crypto::aead::DataKey::generate(&SystemRandom::new()).unwrap(),
+        )
+        .await
+        .unwrap();
+        let p = operator(&app, "silence").await;
+        let a = agent(&app, &p, "quiet").await;
+        let (_, _token, jti) = start(&app, &p, &a).await;
+        assert_eq!(
+            app.sweep_checkpoint_silence().await.unwrap(),
+            0,
+            "not expired yet"
+        );
+        clock
+            .0
+            .store(start_ms + 301_000, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(app.sweep_checkpoint_silence().await.unwrap(), 1);
+        assert_eq!(
+            app.sweep_checkpoint_silence().await.unwrap(),
+            0,
+            "reported once"
+        );
+        let events = db
+            .list_security_events(&p.operator_id, true, 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, "checkpoint_silence");
+        assert_eq!(events[0].passport_jti.as_deref(), Some(jti.as_str()));
+        assert_eq!(verify(&app, &p).await["ok"], true);
     }
 );

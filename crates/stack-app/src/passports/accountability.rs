@@ -723,3 +723,60 @@ fn int(v: &Option<Value>) -> Result<Option<i64>> {
         Some(_) => Err(Error::validation("expected an integer")),
     }
 }
+
+/// How far back the silence sweep looks (seconds).
+const SILENCE_LOOKBACK: i64 = 24 * 3600;
+
+impl App {
+    /// Raises `checkpoint_silence` for enforced passports that died at their
+    /// expiry without a checkpoint or a checkout. Safe to run on every node:
+    /// each passport is reported once. Returns how many were reported.
+    pub async fn sweep_checkpoint_silence(&self) -> Result<usize> {
+        let now = self.now();
+        let now_s = now.as_secs();
+        let mut reported = 0;
+        for r in self
+            .store
+            .silent_passports(now_s - SILENCE_LOOKBACK, now_s)
+            .await?
+        {
+            let Some(interval) = r.checkpoint_interval else {
+                continue;
+            };
+            let since = r.last_checkpoint_at.unwrap_or(r.issued_at);
+            let message = format!(
+                "passport {} expired without a checkpoint: the last sign of life was {} s before expiry (interval {interval} s)",
+                r.jti,
+                r.expires_at - since
+            );
+            let event = SecurityEvent {
+                id: format!("sev_{}", stack_crypto::random_token(self.rng.as_ref(), 16)?),
+                operator_id: r.operator_id.clone(),
+                agent_id: Some(r.agent_id.clone()),
+                passport_jti: Some(r.jti.clone()),
+                kind: "checkpoint_silence".into(),
+                severity: "critical".into(),
+                message: message.clone(),
+                details: json!({ "checkpoint_interval": interval, "expired_at": r.expires_at, "last_checkpoint_at": r.last_checkpoint_at }),
+                created_at: now,
+                resolved_at: None,
+            };
+            let mut draft = stack_audit::AuditDraft::new(
+                "system",
+                Layer::System,
+                "security_event.raise",
+            )
+            .agent(&r.agent_id)
+            .target("security_event", &event.id)
+            .details(
+                json!({ "kind": "checkpoint_silence", "severity": "critical", "message": message }),
+            );
+            draft.passport_jti = Some(r.jti.clone());
+            let audit = self.audit(draft)?;
+            if self.store.report_silence(&r.jti, &event, audit).await? {
+                reported += 1;
+            }
+        }
+        Ok(reported)
+    }
+}

@@ -318,6 +318,7 @@ impl App {
             revoke_reason: None,
             checked_out_at: None,
             refreshed_from: None,
+            silence_reported: false,
         };
         self.sign_and_store(p, record, "passport.issue").await
     }
@@ -487,16 +488,8 @@ impl App {
             .filter(|r| r.operator_id == p.operator_id)
             .ok_or_else(|| Error::not_found("passport", &claims.jti))?;
         self.may_act_for(p, &old)?;
-        if old.revoked_at.is_some() || self.is_revoked(&old.jti).await? {
-            return Err(verify_error(&VerifyError::Revoked));
-        }
-        let agent = self.load_agent(&operator_view(p), &old.agent_id).await?;
-        if agent.passport_blocked {
-            return Err(Error::new(
-                ErrorCode::PassportBlocked,
-                format!("agent {} is blocked from new passports", agent.id),
-            ));
-        }
+        // The mission first: ending a mission revokes its passports, and the
+        // SDK turns only the mission-ended wording into MissionEndedError.
         let mission = match old.mission_id.as_deref() {
             Some(m) => {
                 self.live_mission(&operator_view(p), m, &old.agent_id)
@@ -509,6 +502,16 @@ impl App {
                 ));
             }
         };
+        if old.revoked_at.is_some() || self.is_revoked(&old.jti).await? {
+            return Err(verify_error(&VerifyError::Revoked));
+        }
+        let agent = self.load_agent(&operator_view(p), &old.agent_id).await?;
+        if agent.passport_blocked {
+            return Err(Error::new(
+                ErrorCode::PassportBlocked,
+                format!("agent {} is blocked from new passports", agent.id),
+            ));
+        }
         let ttl = match body.ttl_seconds {
             Some(t) => validate_ttl(Some(t))?,
             None => old.ttl_seconds,
@@ -543,6 +546,7 @@ impl App {
             revoke_reason: None,
             checked_out_at: None,
             refreshed_from: Some(old.jti.clone()),
+            silence_reported: false,
             ..old
         };
         let minted = self.sign_and_store(p, record, "passport.refresh").await?;
@@ -618,6 +622,7 @@ impl App {
             revoke_reason: None,
             checked_out_at: None,
             refreshed_from: None,
+            silence_reported: false,
         };
         let minted = self.sign_and_store(p, record, "passport.delegate").await?;
         Ok(issue_view(&minted))

@@ -132,6 +132,9 @@ pub struct PassportRecord {
     pub checked_out_at: Option<i64>,
     /// The passport this one was refreshed from, if any.
     pub refreshed_from: Option<String>,
+    /// Whether a missed checkpoint has been reported for it.
+    #[serde(default)]
+    pub silence_reported: bool,
 }
 
 impl PassportRecord {
@@ -336,6 +339,18 @@ pub trait PassportStore: Send + Sync + 'static {
         audit: NewAudit,
     ) -> Result<()>;
     async fn review_for(&self, operator_id: &str, checkout_id: &str) -> Result<Option<Review>>;
+
+    /// Enforced passports that expired without a checkpoint or checkout
+    /// between `since` and `until` (epoch seconds) and are not yet reported.
+    async fn silent_passports(&self, since: i64, until: i64) -> Result<Vec<PassportRecord>>;
+    /// Marks the passport's silence as reported and stores the event, once:
+    /// `Ok(false)` when another node reported it first.
+    async fn report_silence(
+        &self,
+        jti: &str,
+        event: &SecurityEvent,
+        audit: NewAudit,
+    ) -> Result<bool>;
 
     // ---- security events
     async fn insert_security_event(&self, event: &SecurityEvent, audit: NewAudit) -> Result<()>;
