@@ -120,6 +120,46 @@ fn ci(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Every fuzz target for a few seconds when a nightly toolchain and
+/// cargo-fuzz are installed (libFuzzer needs nightly); the stable stand-in
+/// (`fuzz/tests`, which replays the seed corpora and random inputs through the
+/// same checks) always runs. Longer runs by hand: `cargo +nightly fuzz run <target>`.
+fn fuzz_smoke(root: &Path) -> anyhow::Result<()> {
+    let fuzz = root.join("fuzz");
+    run(
+        root,
+        "fuzz stand-in (stable)",
+        cargo().args(["test", "--manifest-path", "fuzz/Cargo.toml", "--tests"]),
+    )?;
+    let nightly = Command::new("cargo")
+        .args(["+nightly", "fuzz", "--version"])
+        .current_dir(&fuzz)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !nightly {
+        eprintln!("fuzz: no nightly toolchain with cargo-fuzz here; ran the stable stand-in only");
+        return Ok(());
+    }
+    for target in ["scan", "passport_verify"] {
+        run(
+            root,
+            &format!("fuzz {target} (20 s)"),
+            Command::new("cargo")
+                .args([
+                    "+nightly",
+                    "fuzz",
+                    "run",
+                    target,
+                    "--",
+                    "-max_total_time=20",
+                    "-rss_limit_mb=2048",
+                ])
+                .current_dir(&fuzz),
+        )?;
+    }
+    Ok(())
+}
+
 fn ensure_cargo_deny(root: &Path) -> anyhow::Result<()> {
     let have = cargo()
         .args(["deny", "--version"])
@@ -159,7 +199,53 @@ fn bench(root: &Path, name: Option<&str>, rest: &[String]) -> anyhow::Result<()>
                 ]),
             )
         }
-        Some(other) => bail!("unknown benchmark {other}; known: scan"),
-        None => bail!("usage: cargo xtask bench <scan>"),
+        Some("passport") => {
+            let mut bench = cargo();
+            bench.args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "stack-passport",
+                "--example",
+                "passport_bench",
+            ]);
+            if let Some(iterations) = rest.first() {
+                bench.args(["--", iterations]);
+            }
+            run(
+                root,
+                "bench passport (signing and verification)",
+                &mut bench,
+            )?;
+            // Two server processes: the example runs the release binary.
+            run(
+                root,
+                "build the release server",
+                cargo().args(["build", "--release", "--locked", "-p", "stack-server"]),
+            )?;
+            let mut propagation = cargo();
+            propagation.args([
+                "run",
+                "--release",
+                "--locked",
+                "-p",
+                "stack-server",
+                "--example",
+                "revocation_propagation",
+            ]);
+            if let Some(passports) = rest.get(1) {
+                propagation.args(["--", passports]);
+            }
+            run(
+                root,
+                "bench passport (revocation propagation, two processes)",
+                &mut propagation,
+            )
+        }
+        Some(other) => bail!("unknown benchmark {other}; known: scan, passport"),
+        None => {
+            bail!("usage: cargo xtask bench <scan [corpus] | passport [iterations] [passports]>")
+        }
     }
 }
