@@ -51,6 +51,9 @@ pub enum Permission {
     IdentityWrite,
     TeamAdmin,
     SecurityEvents,
+    /// A passport reporting on itself: checkpoints, checkout, refresh.
+    /// Operations still check that a passport acts only on itself.
+    ReportActivity,
 }
 
 impl Permission {
@@ -125,6 +128,7 @@ impl Principal {
                     | Permission::ScanUse
                     | Permission::PassportsRead
                     | Permission::AgentsRead
+                    | Permission::ReportActivity
             ),
         };
         by_kind

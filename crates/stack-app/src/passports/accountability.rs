@@ -284,9 +284,7 @@ impl App {
     ) -> Result<Value> {
         validate_report(&report)?;
         let mut record = self.own_passport(p, jti).await?;
-        if !matches!(p.kind, PrincipalKind::Passport { .. }) {
-            require(p, Permission::PassportsWrite)?;
-        }
+        require(p, Permission::ReportActivity)?;
         if record.accountability == AccountabilityMode::Standard {
             return Err(Error::new(
                 ErrorCode::CheckpointNotAvailable,
@@ -411,9 +409,7 @@ impl App {
     ) -> Result<Value> {
         validate_report(&report)?;
         let record = self.own_passport(p, jti).await?;
-        if !matches!(p.kind, PrincipalKind::Passport { .. }) {
-            require(p, Permission::PassportsWrite)?;
-        }
+        require(p, Permission::ReportActivity)?;
         if record.checked_out_at.is_some()
             || self
                 .store

@@ -116,7 +116,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: false,
             destructive: false,
             idempotent: false,
-            permission: Permission::PassportsWrite,
+            permission: Permission::ReportActivity,
             handler: |app, p, args| {
                 Box::pin(async move {
                     let body: TokenBody = parse_input(Value::Object(args))?;
@@ -217,7 +217,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: false,
             destructive: false,
             idempotent: false,
-            permission: Permission::PassportsWrite,
+            permission: Permission::ReportActivity,
             handler: |app, p, args| {
                 Box::pin(async move {
                     let (jti, report) = report_of(args)?;
@@ -232,7 +232,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
             read_only: false,
             destructive: false,
             idempotent: false,
-            permission: Permission::PassportsWrite,
+            permission: Permission::ReportActivity,
             handler: |app, p, args| {
                 Box::pin(async move {
                     let (jti, report) = report_of(args)?;
