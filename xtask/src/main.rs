@@ -108,6 +108,7 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         "test",
         cargo().args(["test", "--workspace", "--locked"]),
     )?;
+    fuzz_smoke(root)?;
     run(
         root,
         "python suites",
