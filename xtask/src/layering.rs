@@ -18,6 +18,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("stack-audit", 1),
     ("stack-scan", 1),
     ("stack-passport", 1),
+    ("stack-proxy", 1),
     ("stack-app", 2),
     ("stack-store", 3),
     ("stack-http", 3),
