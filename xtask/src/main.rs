@@ -114,6 +114,13 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         "python suites",
         Command::new("bash").arg("tests/run-python.sh"),
     )?;
+    // Real MCP clients (MCP Inspector, Claude Code) against the built server;
+    // about 2 s once installed, npm registry access only for the install.
+    run(
+        root,
+        "real MCP clients",
+        Command::new("bash").arg("tests/clients/run.sh"),
+    )?;
     eprintln!(
         "\nci: all steps passed in {:.0}s",
         started.elapsed().as_secs_f64()
@@ -179,11 +186,22 @@ fn ensure_cargo_deny(root: &Path) -> anyhow::Result<()> {
 fn bench(root: &Path, name: Option<&str>, rest: &[String]) -> anyhow::Result<()> {
     match name {
         Some("scan") => {
-            let corpus = rest.first().cloned().unwrap_or_else(|| {
-                root.join("../shared/scan-corpus/dev.jsonl")
-                    .display()
-                    .to_string()
-            });
+            // The corpus is not part of the repository: an argument, else
+            // `STACK_SCAN_CORPUS`, else the shared checkout beside the repo.
+            let corpus = rest
+                .first()
+                .cloned()
+                .or_else(|| std::env::var("STACK_SCAN_CORPUS").ok())
+                .unwrap_or_else(|| {
+                    root.join("../shared/scan-corpus/dev.jsonl")
+                        .display()
+                        .to_string()
+                });
+            if !Path::new(&corpus).is_file() {
+                bail!(
+                    "scan corpus not found at {corpus}: pass a path (cargo xtask bench scan <corpus.jsonl>) or set STACK_SCAN_CORPUS"
+                );
+            }
             run(
                 root,
                 "bench scan",

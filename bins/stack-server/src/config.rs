@@ -112,6 +112,8 @@ pub struct FileConfig {
     pub redis_url: Option<String>,
     pub public_url: Option<String>,
     pub oauth_registrations_per_hour: Option<u64>,
+    /// Monthly scan allowance of free-tier operators (default 1,000).
+    pub scan_quota_free: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -129,6 +131,8 @@ pub struct Config {
     /// identifiers); `None` means `http://<bound address>`.
     pub public_url: Option<String>,
     pub oauth_registrations_per_hour: u64,
+    /// Monthly scan allowance of free-tier operators.
+    pub scan_quota_free: u64,
     /// The master key (32 bytes, base64) from `STACK_MASTER_KEY`; when unset,
     /// `<data_dir>/master.key` is used (created on first start, mode 0600).
     pub master_key: Option<stack_core::Secret<String>>,
@@ -243,6 +247,9 @@ impl Config {
             oauth_registrations_per_hour: file
                 .oauth_registrations_per_hour
                 .unwrap_or_else(|| stack_app::oauth::OAuthConfig::default().registrations_per_hour),
+            scan_quota_free: file
+                .scan_quota_free
+                .unwrap_or_else(|| stack_app::scan::ScanQuotas::default().free),
         })
     }
 }

@@ -64,6 +64,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         passport_issuer: config.passport_issuer.clone(),
         node_id: node_id(),
+        scan: stack_app::scan::ScanSettings {
+            quotas: stack_app::scan::ScanQuotas {
+                free: config.scan_quota_free,
+                ..stack_app::scan::ScanQuotas::default()
+            },
+            ..stack_app::scan::ScanSettings::default()
+        },
         ..AppConfig::default()
     };
     let app = App::new(
@@ -77,6 +84,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         app.init_passport_keys(master)
             .await
             .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    }
+    if matches!(command, Command::Serve) {
+        // Compile the default content scanner in the background (~0.1 s of
+        // CPU) so the first scan does not pay for it.
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = app.warm_scanner().await {
+                tracing::warn!(code = e.code.as_str(), "content scanner warm-up failed");
+            }
+        });
     }
     match (command, listener) {
         (Command::Serve, Some(listener)) => serve(config, db, app, listener).await,
@@ -315,11 +332,18 @@ async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
     });
+    // Register for SIGTERM before announcing the address, so a supervisor
+    // (or a test) that stops the server as soon as it listens gets a
+    // graceful shutdown, not the signal's default action.
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    #[cfg(not(unix))]
+    let term = ();
     tracing::info!(address = %bound, "listening on http://{bound}");
     let shutdown = {
         let cancel = cancel.clone();
         async move {
-            shutdown_signal().await;
+            shutdown_signal(term).await;
             tracing::info!("shutdown requested: finishing in-flight requests");
             cancel.cancel();
         }
@@ -339,7 +363,12 @@ async fn serve(
     Ok(())
 }
 
-async fn shutdown_signal() {
+#[cfg(unix)]
+type TermSignal = std::io::Result<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type TermSignal = ();
+
+async fn shutdown_signal(term: TermSignal) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!(error = %e, "cannot listen for Ctrl-C");
@@ -348,7 +377,7 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        match term {
             Ok(mut s) => {
                 s.recv().await;
             }
@@ -359,7 +388,10 @@ async fn shutdown_signal() {
         }
     };
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
+    let term = {
+        let () = term;
+        std::future::pending::<()>()
+    };
     tokio::select! {
         () = ctrl_c => {}
         () = term => {}

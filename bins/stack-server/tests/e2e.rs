@@ -545,18 +545,20 @@ async fn bad_input_gets_a_clear_envelope_body(data: &Data) {
         (405, Some("METHOD_NOT_ALLOWED")),
         "{v}"
     );
-    let (st, v) = raw(Method::POST, "/v1/passports/issue", "{}").await;
+    let (st, v) = raw(Method::POST, "/v1/services/connect", "{}").await;
     assert_eq!(
         (st, v["error"]["code"].as_str()),
         (501, Some("NOT_IMPLEMENTED")),
         "{v}"
     );
-    assert!(
-        v["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("passports")
+    assert!(v["error"]["message"].as_str().unwrap().contains("services"));
+    let (st, v) = raw(Method::POST, "/v1/passports/issue", "{}").await;
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("VALIDATION_ERROR")),
+        "{v}"
     );
+    assert!(v["error"]["message"].as_str().unwrap().contains("agent_id"));
     let (st, v) = raw(Method::GET, "/v1/audit?limit=1000", "").await;
     assert_eq!(st, 400, "{v}");
     let (st, v) = raw(Method::GET, "/v1/audit?limit=abc", "").await;

@@ -87,7 +87,7 @@ pub struct ExportPage {
 }
 
 /// Reads an integer from a query value given as a number or decimal string.
-fn int_param(name: &str, v: &Option<Value>) -> Result<Option<i64>> {
+pub(crate) fn int_param(name: &str, v: &Option<Value>) -> Result<Option<i64>> {
     match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n
@@ -130,7 +130,7 @@ fn time_param(name: &str, v: &Option<Value>) -> Result<Option<i64>> {
     }
 }
 
-fn bounded(name: &str, v: Option<i64>, default: u64, max: u64) -> Result<u64> {
+pub(crate) fn bounded(name: &str, v: Option<i64>, default: u64, max: u64) -> Result<u64> {
     match v {
         None => Ok(default),
         Some(n) if n >= 1 && u64::try_from(n).is_ok_and(|n| n <= max) => Ok(n.unsigned_abs()),

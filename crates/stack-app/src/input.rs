@@ -26,7 +26,7 @@ pub fn parse_input<T: DeserializeOwned>(value: Value) -> Result<T> {
 }
 
 /// Replaces `string "…"` in a serde message with `a string`.
-fn redact_strings(message: &str) -> String {
+pub(crate) fn redact_strings(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some((before, after)) = rest.split_once("string \"") {

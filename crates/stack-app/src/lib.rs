@@ -21,6 +21,7 @@ pub mod operators;
 pub mod passports;
 pub mod ports;
 pub mod revocation;
+pub mod scan;
 
 use std::sync::Arc;
 
@@ -42,6 +43,8 @@ pub struct AppConfig {
     pub passport_issuer: String,
     /// This node's id on the revocation bus.
     pub node_id: String,
+    /// Scan allowances and the scanner cache TTL.
+    pub scan: scan::ScanSettings,
 }
 
 impl Default for AppConfig {
@@ -51,6 +54,7 @@ impl Default for AppConfig {
             oauth: oauth::OAuthConfig::default(),
             passport_issuer: stack_passport::DEFAULT_ISSUER.to_owned(),
             node_id: "node".to_owned(),
+            scan: scan::ScanSettings::default(),
         }
     }
 }
@@ -71,6 +75,7 @@ pub struct App {
     rng: Arc<dyn RandomSource>,
     config: AppConfig,
     passports: Arc<PassportRuntime>,
+    scan: Arc<scan::ScanRuntime>,
 }
 
 impl std::fmt::Debug for App {
@@ -105,6 +110,7 @@ impl App {
             rng,
             config,
             passports,
+            scan: Arc::new(scan::ScanRuntime::default()),
         }
     }
 

@@ -120,7 +120,7 @@ pub const SCOPES: &[ScopeInfo] = &[
     ScopeInfo {
         name: "passports:write",
         description: "Issue, refresh and revoke passports; checkpoints, check-outs and review decisions",
-        permissions: &[Permission::PassportsWrite],
+        permissions: &[Permission::PassportsWrite, Permission::ReportActivity],
     },
     ScopeInfo {
         name: "services:read",

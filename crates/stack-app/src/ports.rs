@@ -44,9 +44,18 @@ pub type AgentChange = Box<dyn FnOnce(Agent) -> Result<(Agent, Option<NewAudit>)
 
 /// Everything the application stores: one trait per domain, implemented
 /// together by the store adapter.
-pub trait Store: CoreStore + crate::oauth::OAuthStore + crate::passports::PassportStore {}
+pub trait Store:
+    CoreStore + crate::oauth::OAuthStore + crate::passports::PassportStore + crate::scan::ScanStore
+{
+}
 
-impl<T> Store for T where T: CoreStore + crate::oauth::OAuthStore + crate::passports::PassportStore {}
+impl<T> Store for T where
+    T: CoreStore
+        + crate::oauth::OAuthStore
+        + crate::passports::PassportStore
+        + crate::scan::ScanStore
+{
+}
 
 /// Operators, keys, agents and the audit chain. Every method that changes
 /// state takes the audit entry that records it and commits both atomically,

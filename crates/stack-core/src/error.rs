@@ -30,6 +30,21 @@ pub enum ErrorCode {
     MissionEnded,
     MissionNotFound,
     CheckpointNotAvailable,
+    /// The operator's monthly allowance for this meter (e.g. scans) is used up.
+    QuotaExceeded,
+    /// A detector configuration that does not compile: one variant per
+    /// `stack_scan::ScanConfigError::code()`, same wire form.
+    ScanTooManyPatterns,
+    ScanTooManySuppressions,
+    ScanInvalidDetectorId,
+    ScanDuplicateDetectorId,
+    ScanPatternTooLong,
+    ScanPatternInvalid,
+    ScanPatternTooComplex,
+    ScanPatternMatchesEmpty,
+    ScanUnknownDetector,
+    ScanEmptySuppression,
+    ScanInvalidBudget,
     NotImplemented,
     Unavailable,
     Internal,
@@ -60,6 +75,18 @@ impl ErrorCode {
             Self::MissionEnded => "MISSION_ENDED",
             Self::MissionNotFound => "MISSION_NOT_FOUND",
             Self::CheckpointNotAvailable => "CHECKPOINT_NOT_AVAILABLE",
+            Self::QuotaExceeded => "QUOTA_EXCEEDED",
+            Self::ScanTooManyPatterns => "SCAN_TOO_MANY_PATTERNS",
+            Self::ScanTooManySuppressions => "SCAN_TOO_MANY_SUPPRESSIONS",
+            Self::ScanInvalidDetectorId => "SCAN_INVALID_DETECTOR_ID",
+            Self::ScanDuplicateDetectorId => "SCAN_DUPLICATE_DETECTOR_ID",
+            Self::ScanPatternTooLong => "SCAN_PATTERN_TOO_LONG",
+            Self::ScanPatternInvalid => "SCAN_PATTERN_INVALID",
+            Self::ScanPatternTooComplex => "SCAN_PATTERN_TOO_COMPLEX",
+            Self::ScanPatternMatchesEmpty => "SCAN_PATTERN_MATCHES_EMPTY",
+            Self::ScanUnknownDetector => "SCAN_UNKNOWN_DETECTOR",
+            Self::ScanEmptySuppression => "SCAN_EMPTY_SUPPRESSION",
+            Self::ScanInvalidBudget => "SCAN_INVALID_BUDGET",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::Unavailable => "SERVICE_UNAVAILABLE",
             Self::Internal => "INTERNAL_ERROR",
@@ -84,7 +111,19 @@ impl ErrorCode {
             | Self::AccountabilityRequired
             | Self::DelegationDepthExceeded
             | Self::ScopeEscalation
-            | Self::DelegationAccountabilityViolation => 400,
+            | Self::DelegationAccountabilityViolation
+            | Self::ScanTooManyPatterns
+            | Self::ScanTooManySuppressions
+            | Self::ScanInvalidDetectorId
+            | Self::ScanDuplicateDetectorId
+            | Self::ScanPatternTooLong
+            | Self::ScanPatternInvalid
+            | Self::ScanPatternTooComplex
+            | Self::ScanPatternMatchesEmpty
+            | Self::ScanUnknownDetector
+            | Self::ScanEmptySuppression
+            | Self::ScanInvalidBudget => 400,
+            Self::QuotaExceeded => 402,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
@@ -188,6 +227,8 @@ mod tests {
             (ErrorCode::PassportBlocked, "PASSPORT_BLOCKED", 403),
             (ErrorCode::NotImplemented, "NOT_IMPLEMENTED", 501),
             (ErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
+            (ErrorCode::QuotaExceeded, "QUOTA_EXCEEDED", 402),
+            (ErrorCode::ScanPatternInvalid, "SCAN_PATTERN_INVALID", 400),
         ];
         for (code, s, status) in table {
             assert_eq!(code.as_str(), s);

@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use stack_app::App;
+use stack_app::oauth::Audience;
 use stack_core::{Error, Principal};
 
 use crate::ApiError;
@@ -18,6 +19,9 @@ pub struct AuthLayerConfig {
     /// The `WWW-Authenticate` value sent with a 401 (e.g. with a
     /// `resource_metadata` parameter for MCP clients).
     pub www_authenticate: HeaderValue,
+    /// The protected resource behind this layer: OAuth access tokens issued
+    /// for another resource are refused (RFC 8707).
+    pub audience: Audience,
 }
 
 /// Extracts the token from `Authorization: Bearer <token>` (scheme is case-insensitive).
@@ -40,7 +44,7 @@ pub async fn require_principal(
         None => Err(Error::unauthorized(
             "missing credentials: send Authorization: Bearer <API key>",
         )),
-        Some(token) => cfg.app.authenticate_bearer(token).await,
+        Some(token) => cfg.app.authenticate_bearer_for(token, cfg.audience).await,
     };
     match result {
         Ok(principal) => {

@@ -21,6 +21,7 @@ mod extract;
 pub mod oauth;
 mod passports;
 mod routes;
+mod scan;
 
 use axum::Router;
 use stack_app::App;

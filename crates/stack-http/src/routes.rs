@@ -46,9 +46,6 @@ const NOT_YET: &[(&str, &str)] = &[
     ("credentials", "credentials"),
     ("proxy", "the proxy"),
     ("intents", "intents"),
-    ("scan", "content scanning"),
-    ("security-events", "security events"),
-    ("detectors", "detector configuration"),
     ("dropoffs", "drop-offs"),
     ("skills", "skills"),
     ("skill-requests", "skill requests"),
@@ -96,6 +93,7 @@ pub fn router(state: HttpState) -> Router {
     // public passport routes merged below stay public.
     let v1 = v1
         .merge(crate::passports::protected())
+        .merge(crate::scan::protected())
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .merge(crate::passports::public_v1())
         .fallback(not_found)

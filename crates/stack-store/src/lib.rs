@@ -20,6 +20,7 @@ pub mod entity;
 pub mod migration;
 mod oauth;
 mod passports;
+mod scan;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -24,11 +24,11 @@ use crate::entity::{
 };
 use crate::{Db, append_in, commit, convert, db_err, is_unique_violation};
 
-fn to_doc<T: Serialize>(v: &T) -> Result<String> {
+pub(crate) fn to_doc<T: Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|_| Error::internal("record did not serialize"))
 }
 
-fn from_doc<T: DeserializeOwned>(table: &str, doc: &str) -> Result<T> {
+pub(crate) fn from_doc<T: DeserializeOwned>(table: &str, doc: &str) -> Result<T> {
     serde_json::from_str(doc)
         .map_err(|e| Error::internal(format!("stored {table} record does not parse: {e}")))
 }

@@ -4,6 +4,7 @@ mod agents;
 mod audit;
 mod passports;
 mod pending;
+mod scan;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -61,6 +62,7 @@ fn implemented() -> Vec<ToolSpec> {
     tools.extend(agents::tools());
     tools.extend(audit::tools());
     tools.extend(passports::tools());
+    tools.extend(scan::tools());
     tools
 }
 

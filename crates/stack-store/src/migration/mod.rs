@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m20261122_000001_init;
 mod m20261122_000002_passports;
 mod m20261122_000003_oauth;
+mod m20261122_000004_scan;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_init::Migration),
             Box::new(m20261122_000002_passports::Migration),
             Box::new(m20261122_000003_oauth::Migration),
+            Box::new(m20261122_000004_scan::Migration),
         ]
     }
 }

@@ -1,0 +1,17 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "scan_usage")]
+pub struct Model {
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub operator_id: String,
+    /// `YYYY-MM` (UTC).
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub period: String,
+    pub count: i64,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}
