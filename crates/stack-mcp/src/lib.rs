@@ -15,6 +15,8 @@
 #![forbid(unsafe_code)]
 
 mod catalog;
+#[cfg(feature = "conformance-fixtures")]
+mod fixtures;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -31,7 +33,7 @@ use serde_json::{Map, Value, json};
 use stack_app::App;
 use stack_core::{Error, ErrorCode, Principal};
 
-pub use catalog::{ToolSpec, catalog};
+pub use catalog::{ToolSpec, catalog, pending_names};
 
 /// Settings for the MCP endpoint.
 #[derive(Debug, Clone)]
@@ -84,7 +86,23 @@ impl StackMcp {
         &self.0.tools
     }
 
+    /// The tools `principal` may see and call.
+    pub fn tools_for(&self, principal: &Principal) -> Vec<Tool> {
+        self.0
+            .tools
+            .iter()
+            .filter(|t| {
+                self.0
+                    .specs
+                    .get(t.name.as_ref())
+                    .is_some_and(|s| principal.allows(s.permission))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// Runs a tool for `principal` outside any transport (tests, embedding).
+    /// A tool the principal may not use answers FORBIDDEN.
     pub async fn call(
         &self,
         principal: &Principal,
@@ -96,8 +114,21 @@ impl StackMcp {
             .specs
             .get(name)
             .ok_or_else(|| Error::new(ErrorCode::NotFound, format!("unknown tool {name}")))?;
+        if !principal.allows(spec.permission) {
+            return Err(Error::forbidden(format!(
+                "this credential may not use {name} (its scopes or role do not cover it)"
+            )));
+        }
         (spec.handler)(self.0.app.clone(), principal.clone(), args).await
     }
+}
+
+/// The principal the auth middleware put on the HTTP request.
+fn principal_of(ctx: &RequestContext<RoleServer>) -> Option<Principal> {
+    ctx.extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Principal>())
+        .cloned()
 }
 
 /// The error result for a failed tool call: the REST envelope as text and as
@@ -135,8 +166,17 @@ fn tool_success(v: Value) -> CallToolResult {
 }
 
 impl ServerHandler for StackMcp {
+    // `logging` is declared so that clients may send `logging/setLevel`
+    // (2025-11-25); STACK sends no log notifications (the spec's MAY), so
+    // the level is accepted and ignored. rmcp marks logging deprecated
+    // (SEP-2577).
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_tools()
+            .build();
+        ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("stack", env!("CARGO_PKG_VERSION")))
             .with_instructions(
                 "STACK: trust infrastructure for AI agents. Register agents, read and verify the tamper-evident audit chain. Every call is scoped to the operator of the bearer credential.",
@@ -146,13 +186,28 @@ impl ServerHandler for StackMcp {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _ctx: RequestContext<RoleServer>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(self.0.tools.clone()))
+        // A caller sees only the tools its credential (and OAuth scopes) allow.
+        let tools = match principal_of(&ctx) {
+            Some(p) => self.tools_for(&p),
+            None => Vec::new(),
+        };
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
         self.0.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    /// Accepted and ignored: STACK emits no log notifications.
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        _ctx: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        Ok(())
     }
 
     async fn call_tool(
@@ -167,12 +222,7 @@ impl ServerHandler for StackMcp {
                 None,
             ));
         }
-        let principal = ctx
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<Principal>())
-            .cloned();
-        let Some(principal) = principal else {
+        let Some(principal) = principal_of(&ctx) else {
             return Ok(tool_error(&Error::unauthorized("missing credentials")).into());
         };
         let args = request.arguments.unwrap_or_default();
@@ -184,12 +234,16 @@ impl ServerHandler for StackMcp {
     }
 }
 
+/// The handler [`service`] serves: [`StackMcp`], plus the conformance suite's
+/// fixtures in a test-only `conformance-fixtures` build.
+#[cfg(not(feature = "conformance-fixtures"))]
+pub type Served = StackMcp;
+#[cfg(feature = "conformance-fixtures")]
+pub type Served = fixtures::WithFixtures;
+
 /// The Streamable HTTP service to mount at `/mcp` (behind the auth middleware).
-pub fn service(
-    app: App,
-    config: &McpConfig,
-) -> StreamableHttpService<StackMcp, NeverSessionManager> {
-    let handler = StackMcp::new(app);
+pub fn service(app: App, config: &McpConfig) -> StreamableHttpService<Served, NeverSessionManager> {
+    let handler = Served::from(StackMcp::new(app));
     let cfg = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
         .with_json_response(true)
