@@ -6,7 +6,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use super::col;
+use super::{col, index};
 
 pub struct Migration;
 
@@ -14,18 +14,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m20261122_000002_passports"
     }
-}
-
-fn index(name: &str, table: &str, cols: &[&str], unique: bool) -> IndexCreateStatement {
-    let mut i = Index::create();
-    i.name(name).table(Alias::new(table));
-    for c in cols {
-        i.col(Alias::new(*c));
-    }
-    if unique {
-        i.unique();
-    }
-    i.to_owned()
 }
 
 #[async_trait::async_trait]

@@ -2,7 +2,7 @@
 //! authorization requests, grants, codes and tokens. Secrets (codes, tokens,
 //! CSRF tokens, browser bindings) are stored as digests only.
 
-use super::col;
+use super::{col, index};
 use sea_orm_migration::prelude::*;
 
 pub struct Migration;
@@ -11,18 +11,6 @@ impl MigrationName for Migration {
     fn name(&self) -> &str {
         "m20261122_000003_oauth"
     }
-}
-
-fn index(name: &str, table: &str, cols: &[&str], unique: bool) -> IndexCreateStatement {
-    let mut i = Index::create();
-    i.name(name).table(Alias::new(table));
-    for c in cols {
-        i.col(Alias::new(*c));
-    }
-    if unique {
-        i.unique();
-    }
-    i.to_owned()
 }
 
 #[async_trait::async_trait]

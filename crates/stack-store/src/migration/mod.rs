@@ -28,3 +28,16 @@ impl MigratorTrait for Migrator {
 pub(crate) fn col(name: &str) -> ColumnDef {
     ColumnDef::new(Alias::new(name))
 }
+
+/// An index on `table(cols)`, unique or not.
+pub(crate) fn index(name: &str, table: &str, cols: &[&str], unique: bool) -> IndexCreateStatement {
+    let mut i = Index::create();
+    i.name(name).table(Alias::new(table));
+    for c in cols {
+        i.col(Alias::new(*c));
+    }
+    if unique {
+        i.unique();
+    }
+    i.to_owned()
+}
