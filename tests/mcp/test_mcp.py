@@ -64,6 +64,18 @@ def test_initialize(stack_server) -> None:  # type: ignore[no-untyped-def]
     assert init["protocolVersion"], init
     assert init["serverInfo"]["name"], init
     assert "tools" in init["capabilities"], init["capabilities"]
+    assert "logging" in init["capabilities"], init["capabilities"]
+
+
+@pytest.mark.filterwarnings("ignore:The logging capability is deprecated")
+def test_logging_set_level_is_accepted(stack_server) -> None:  # type: ignore[no-untyped-def]
+    # `logging` is declared so clients may send setLevel; STACK emits no logs.
+    async def go() -> dict[str, Any]:
+        async with mcp_session(_url(stack_server), stack_server.api_key) as s:
+            await s.initialize()
+            return dump(await s.set_logging_level("warning"))
+
+    assert run(go) == {}
 
 
 def test_list_tools(stack_server) -> None:  # type: ignore[no-untyped-def]

@@ -121,6 +121,13 @@ fn ci(root: &Path) -> anyhow::Result<()> {
         "real MCP clients",
         Command::new("bash").arg("tests/clients/run.sh"),
     )?;
+    // The official MCP conformance suite (last: it builds the fixtures
+    // binary, then restores the normal one).
+    run(
+        root,
+        "MCP conformance",
+        Command::new("bash").arg("tests/conformance/run.sh"),
+    )?;
     eprintln!(
         "\nci: all steps passed in {:.0}s",
         started.elapsed().as_secs_f64()

@@ -40,8 +40,7 @@ const VERIFIER: &str = "expiry-test-verifier-0123456789-abcdefghijklmnopqrstuvwx
 
 /// Unpadded base64url (RFC 4648 §5), for the PKCE challenge.
 fn base64url(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
         let n = chunk
