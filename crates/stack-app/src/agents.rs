@@ -519,10 +519,10 @@ impl App {
     ) -> Result<AgentPermissions> {
         require(p, Permission::AgentsRead)?;
         let agent = self.load_agent(p, agent_id).await?;
-        // Grants arrive with services and connections (a later issue).
+        let grants = self.grant_views(&p.operator_id, &agent.id).await?;
         Ok(AgentPermissions {
             agent_id: agent.id,
-            grants: Vec::new(),
+            grants,
         })
     }
 

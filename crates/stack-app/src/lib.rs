@@ -22,6 +22,7 @@ pub mod passports;
 pub mod ports;
 pub mod revocation;
 pub mod scan;
+pub mod services;
 
 use std::sync::Arc;
 
@@ -75,6 +76,7 @@ pub struct App {
     rng: Arc<dyn RandomSource>,
     config: AppConfig,
     passports: Arc<PassportRuntime>,
+    operator_keys: Arc<services::OperatorKeys>,
     scan: Arc<scan::ScanRuntime>,
 }
 
@@ -110,6 +112,7 @@ impl App {
             rng,
             config,
             passports,
+            operator_keys: Arc::new(services::OperatorKeys::default()),
             scan: Arc::new(scan::ScanRuntime::default()),
         }
     }

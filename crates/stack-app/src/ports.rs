@@ -45,7 +45,11 @@ pub type AgentChange = Box<dyn FnOnce(Agent) -> Result<(Agent, Option<NewAudit>)
 /// Everything the application stores: one trait per domain, implemented
 /// together by the store adapter.
 pub trait Store:
-    CoreStore + crate::oauth::OAuthStore + crate::passports::PassportStore + crate::scan::ScanStore
+    CoreStore
+    + crate::oauth::OAuthStore
+    + crate::passports::PassportStore
+    + crate::scan::ScanStore
+    + crate::services::ServiceStore
 {
 }
 
@@ -53,6 +57,7 @@ impl<T> Store for T where
     T: CoreStore
         + crate::oauth::OAuthStore
         + crate::passports::PassportStore
+        + crate::services::ServiceStore
         + crate::scan::ScanStore
 {
 }

@@ -22,6 +22,7 @@ pub mod oauth;
 mod passports;
 mod routes;
 mod scan;
+mod services;
 
 use axum::Router;
 use stack_app::App;

@@ -42,8 +42,6 @@ fn ok(v: impl serde::Serialize) -> ApiResult {
 /// Domains of the contract whose issues have not landed yet: their routes
 /// answer 501 with the envelope, so SDK users get a clear, stable error.
 const NOT_YET: &[(&str, &str)] = &[
-    ("services", "services and grants"),
-    ("credentials", "credentials"),
     ("proxy", "the proxy"),
     ("intents", "intents"),
     ("dropoffs", "drop-offs"),
@@ -93,6 +91,7 @@ pub fn router(state: HttpState) -> Router {
     // public passport routes merged below stay public.
     let v1 = v1
         .merge(crate::passports::protected())
+        .merge(crate::services::protected())
         .merge(crate::scan::protected())
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .merge(crate::passports::public_v1())

@@ -21,6 +21,7 @@ pub mod migration;
 mod oauth;
 mod passports;
 mod scan;
+mod services;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -152,10 +152,8 @@ pub(crate) struct Minted {
 
 impl App {
     /// The agent's grant ceiling: what a passport may carry at most.
-    /// Grants arrive with services and connections (issue 4); until then an
-    /// agent holds none, so passports carry no services.
-    async fn agent_grants(&self, _agent: &Agent) -> Result<Vec<ServiceGrant>> {
-        Ok(Vec::new())
+    async fn agent_grants(&self, agent: &Agent) -> Result<Vec<ServiceGrant>> {
+        self.grants_as_services(&agent.operator_id, &agent.id).await
     }
 
     pub async fn issue_passport(&self, p: &Principal, cmd: IssuePassport) -> Result<Value> {

@@ -141,6 +141,16 @@ impl KeyRing {
         Ok(())
     }
 
+    /// The master key, for wrapping other keys (operator data keys).
+    pub(crate) fn master(&self) -> Result<DataKey> {
+        self.state
+            .read()
+            .map_err(|_| poisoned())?
+            .master
+            .clone()
+            .ok_or_else(|| Error::new(ErrorCode::Unavailable, "the master key is not loaded"))
+    }
+
     fn set_master(&self, master: DataKey) -> Result<()> {
         self.state.write().map_err(|_| poisoned())?.master = Some(master);
         Ok(())

@@ -5,6 +5,7 @@ mod audit;
 mod passports;
 mod pending;
 mod scan;
+mod services;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -62,6 +63,7 @@ fn implemented() -> Vec<ToolSpec> {
     tools.extend(agents::tools());
     tools.extend(audit::tools());
     tools.extend(passports::tools());
+    tools.extend(services::tools());
     tools.extend(scan::tools());
     tools
 }

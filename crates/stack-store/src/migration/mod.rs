@@ -10,6 +10,7 @@ mod m20261122_000001_init;
 mod m20261122_000002_passports;
 mod m20261122_000003_oauth;
 mod m20261122_000004_scan;
+mod m20261122_000005_services;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000002_passports::Migration),
             Box::new(m20261122_000003_oauth::Migration),
             Box::new(m20261122_000004_scan::Migration),
+            Box::new(m20261122_000005_services::Migration),
         ]
     }
 }

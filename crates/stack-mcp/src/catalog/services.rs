@@ -1,0 +1,191 @@
+//! Service, grant and credential tools (issue 4).
+
+use serde_json::{Value, json};
+use stack_app::parse_input;
+use stack_app::services::{ConnectCustom, ConnectService, GrantAccess};
+use stack_core::{Error, Permission};
+
+use super::{Args, ToolSpec, object};
+
+fn str_arg(args: &Args, name: &str) -> Option<String> {
+    args.get(name).and_then(Value::as_str).map(str::to_owned)
+}
+
+pub(super) fn tools() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: "stack_list_services",
+            description: "List all available services that can be connected (the built-in catalog: Slack, GitHub, Notion, Stripe, Gmail, Drive, Linear, Jira, OpenAI, Anthropic, custom HTTP), with their hosts, scopes and named intents.",
+            input_schema: object(json!({}), &[]),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            permission: Permission::ServicesRead,
+            handler: |app, p, _args| {
+                Box::pin(async move { Ok(json!({ "services": app.list_services(&p)? })) })
+            },
+        },
+        ToolSpec {
+            name: "stack_list_credential_templates",
+            description: "List available credential templates for manual service connections: the fields each service needs.",
+            input_schema: object(json!({}), &[]),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            permission: Permission::ServicesRead,
+            handler: |app, p, _args| {
+                Box::pin(async move { Ok(json!({ "templates": app.credential_templates(&p)? })) })
+            },
+        },
+        ToolSpec {
+            name: "stack_list_intents",
+            description: "List available named intents (e.g. \"slack.post_to_channel\") that expand to parameter-level constraints in grants and passports, with their parameters.",
+            input_schema: object(json!({}), &[]),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            permission: Permission::ServicesRead,
+            handler: |app, p, _args| {
+                Box::pin(async move { Ok(json!({ "intents": app.list_named_intents(&p)? })) })
+            },
+        },
+        ToolSpec {
+            name: "stack_connect_service",
+            description: "Connect an external service. For a catalog service pass service_id (e.g. svc_slack) with an oauth_token (or credential fields) and scopes; for any other HTTP API pass service_id \"custom\" with base_url (the only origin the credential may be sent to), credential and optional auth {type: bearer|header|query|basic, name}. The secret is sealed and never shown again.",
+            input_schema: object(
+                json!({
+                    "service_id": { "type": "string" },
+                    "name": { "type": "string" },
+                    "oauth_token": { "type": "string" },
+                    "credential": { "type": ["string", "object"] },
+                    "scopes": { "type": "array", "items": { "type": "string" } },
+                    "base_url": { "type": "string" },
+                    "auth": { "type": "object", "properties": { "type": { "type": "string", "enum": ["bearer", "header", "query", "basic"] }, "name": { "type": "string" } } },
+                    "fields": { "type": "object", "additionalProperties": { "type": "string" } }
+                }),
+                &["service_id"],
+            ),
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+            permission: Permission::ServicesConnect,
+            handler: |app, p, args| {
+                Box::pin(async move {
+                    let service = str_arg(&args, "service_id").unwrap_or_default();
+                    if service == "custom"
+                        || service == "svc_custom"
+                        || args.contains_key("base_url")
+                    {
+                        let mut args = args;
+                        if !args.contains_key("name") {
+                            args.insert("name".into(), Value::String("custom".into()));
+                        }
+                        let cmd: ConnectCustom = parse_input(Value::Object(args))?;
+                        app.connect_custom(&p, cmd).await
+                    } else {
+                        let cmd: ConnectService = parse_input(Value::Object(args))?;
+                        app.connect_service(&p, cmd).await
+                    }
+                })
+            },
+        },
+        ToolSpec {
+            name: "stack_grant_agent_access",
+            description: "Grant an agent access to a connected service with specific scopes. Supports baseline constraints ({path, op, value}) and named intents for parameter-level ceilings; passports can only narrow them.",
+            input_schema: object(
+                json!({
+                    "agent_id": { "type": "string" },
+                    "service_connection_id": { "type": "string" },
+                    "scopes": { "type": "array", "items": { "type": "string" }, "minItems": 1 },
+                    "constraints": { "type": "array", "maxItems": 32, "items": { "type": "object", "properties": { "path": { "type": "string" }, "op": { "type": "string", "enum": ["eq", "not_eq", "in", "not_in", "matches", "starts_with", "lte", "gte"] }, "value": {} }, "required": ["path", "op"] } },
+                    "intents": { "type": "array", "items": { "type": "object", "properties": { "name": { "type": "string" }, "params": { "type": "object" } }, "required": ["name"] } },
+                    "allow_data_from": { "type": "array", "items": { "type": "string" } }
+                }),
+                &["agent_id", "service_connection_id", "scopes"],
+            ),
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+            permission: Permission::ServicesWrite,
+            handler: |app, p, args| {
+                Box::pin(async move {
+                    let cmd: GrantAccess = parse_input(Value::Object(args))?;
+                    app.grant_access(&p, cmd).await
+                })
+            },
+        },
+        ToolSpec {
+            name: "stack_revoke_agent_access",
+            description: "Revoke all service access for an agent: every grant and every active passport.",
+            input_schema: object(json!({ "agent_id": { "type": "string" } }), &["agent_id"]),
+            read_only: false,
+            destructive: true,
+            idempotent: true,
+            permission: Permission::ServicesWrite,
+            handler: |app, p, args| {
+                Box::pin(async move {
+                    let agent = str_arg(&args, "agent_id")
+                        .ok_or_else(|| Error::invalid_field("agent_id", "agent_id is required"))?;
+                    app.revoke_agent_access(&p, &agent).await
+                })
+            },
+        },
+        ToolSpec {
+            name: "stack_get_agent_permissions",
+            description: "Get all service permissions (live grants with scopes and constraints) granted to an agent.",
+            input_schema: object(json!({ "agent_id": { "type": "string" } }), &["agent_id"]),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            permission: Permission::AgentsRead,
+            handler: |app, p, args| {
+                Box::pin(async move {
+                    let agent = str_arg(&args, "agent_id")
+                        .ok_or_else(|| Error::invalid_field("agent_id", "agent_id is required"))?;
+                    serde_json::to_value(app.agent_permissions(&p, &agent).await?)
+                        .map_err(|_| Error::internal("result did not serialize"))
+                })
+            },
+        },
+        ToolSpec {
+            name: "stack_get_credential",
+            description: "Retrieve a decrypted credential for a connected service at runtime. Allowed for the operator or an admin member, or with a passport that holds the connection (not for proxy_only agents). Audited as credential.retrieve; prefer stack_proxy_request.",
+            input_schema: object(
+                json!({
+                    "provider": { "type": "string", "description": "Service slug (e.g. slack) or connection name." },
+                    "connection_id": { "type": "string" },
+                    "passport_token": { "type": "string" }
+                }),
+                &[],
+            ),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            permission: Permission::CredentialsRead,
+            handler: |app, p, args| {
+                Box::pin(async move {
+                    let who = match str_arg(&args, "passport_token") {
+                        Some(t) => {
+                            let pass = app.authenticate_bearer(&t).await?;
+                            if pass.operator_id != p.operator_id {
+                                return Err(Error::unauthorized(
+                                    "passport_token is not a passport of this operator",
+                                ));
+                            }
+                            pass
+                        }
+                        None => p,
+                    };
+                    match (str_arg(&args, "connection_id"), str_arg(&args, "provider")) {
+                        (Some(c), _) => app.get_credential(&who, &c, true).await,
+                        (None, Some(prov)) => app.get_credential(&who, &prov, false).await,
+                        (None, None) => Err(Error::invalid_field(
+                            "provider",
+                            "provider or connection_id is required",
+                        )),
+                    }
+                })
+            },
+        },
+    ]
+}

@@ -1,0 +1,220 @@
+//! Operator data keys, connections and grants (issue 4).
+
+use async_trait::async_trait;
+use sea_orm::ActiveValue::Set;
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use stack_app::NewAudit;
+use stack_app::services::{Connection, Grant, ServiceStore};
+use stack_core::{Error, Result, Timestamp};
+
+use crate::entity::{connection, grant, operator_key};
+use crate::{Db, append_in, commit, db_err};
+
+fn to_doc<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|_| Error::internal("record did not serialize"))
+}
+
+fn from_doc<T: serde::de::DeserializeOwned>(table: &str, doc: &str) -> Result<T> {
+    serde_json::from_str(doc)
+        .map_err(|e| Error::internal(format!("stored {table} record does not parse: {e}")))
+}
+
+#[async_trait]
+impl ServiceStore for Db {
+    async fn operator_key(&self, operator_id: &str) -> Result<Option<String>> {
+        Ok(operator_key::Entity::find_by_id(operator_id.to_owned())
+            .one(&self.conn)
+            .await
+            .map_err(db_err)?
+            .map(|m| m.wrapped))
+    }
+
+    async fn put_operator_key(&self, operator_id: &str, wrapped: &str) -> Result<String> {
+        let txn = self.write_txn().await?;
+        operator_key::Entity::insert(operator_key::ActiveModel {
+            operator_id: Set(operator_id.to_owned()),
+            wrapped: Set(wrapped.to_owned()),
+        })
+        .on_conflict(
+            OnConflict::column(operator_key::Column::OperatorId)
+                .do_nothing()
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await
+        .map_err(db_err)?;
+        // Whoever won a race, everyone uses the stored key.
+        let stored = operator_key::Entity::find_by_id(operator_id.to_owned())
+            .one(&txn)
+            .await
+            .map_err(db_err)?
+            .map(|m| m.wrapped)
+            .ok_or_else(|| Error::internal("operator key vanished inside its transaction"))?;
+        commit(txn).await?;
+        Ok(stored)
+    }
+
+    async fn insert_connection(&self, c: &Connection, sealed: &str, audit: NewAudit) -> Result<()> {
+        let txn = self.write_txn().await?;
+        connection::Entity::insert(connection::ActiveModel {
+            id: Set(c.id.clone()),
+            operator_id: Set(c.operator_id.clone()),
+            service: Set(c.service.clone()),
+            status: Set(c.status.clone()),
+            created_at: Set(c.created_at.as_millis()),
+            sealed: Set(Some(sealed.to_owned())),
+            doc: Set(to_doc(c)?),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(db_err)?;
+        append_in(&txn, &c.operator_id, audit).await?;
+        commit(txn).await
+    }
+
+    async fn list_connections(&self, operator_id: &str) -> Result<Vec<Connection>> {
+        connection::Entity::find()
+            .filter(connection::Column::OperatorId.eq(operator_id))
+            .order_by_asc(connection::Column::CreatedAt)
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|m| from_doc("connection", &m.doc))
+            .collect()
+    }
+
+    async fn get_connection(
+        &self,
+        operator_id: &str,
+        id: &str,
+    ) -> Result<Option<(Connection, Option<String>)>> {
+        connection::Entity::find_by_id(id.to_owned())
+            .filter(connection::Column::OperatorId.eq(operator_id))
+            .one(&self.conn)
+            .await
+            .map_err(db_err)?
+            .map(|m| Ok((from_doc("connection", &m.doc)?, m.sealed)))
+            .transpose()
+    }
+
+    async fn disconnect(
+        &self,
+        operator_id: &str,
+        id: &str,
+        now: Timestamp,
+        audit: NewAudit,
+    ) -> Result<bool> {
+        let txn = self.write_txn().await?;
+        let Some(row) = connection::Entity::find_by_id(id.to_owned())
+            .filter(connection::Column::OperatorId.eq(operator_id))
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(false);
+        };
+        let mut c: Connection = from_doc("connection", &row.doc)?;
+        c.status = "disconnected".into();
+        c.updated_at = now;
+        connection::ActiveModel {
+            id: sea_orm::Unchanged(c.id.clone()),
+            operator_id: Set(c.operator_id.clone()),
+            service: Set(c.service.clone()),
+            status: Set(c.status.clone()),
+            created_at: Set(c.created_at.as_millis()),
+            sealed: Set(None),
+            doc: Set(to_doc(&c)?),
+        }
+        .update(&txn)
+        .await
+        .map_err(db_err)?;
+        let live = grant::Entity::find()
+            .filter(grant::Column::ConnectionId.eq(id))
+            .filter(grant::Column::RevokedAt.is_null())
+            .all(&txn)
+            .await
+            .map_err(db_err)?;
+        for row in live {
+            revoke_grant_row(&txn, row, now).await?;
+        }
+        append_in(&txn, operator_id, audit).await?;
+        commit(txn).await?;
+        Ok(true)
+    }
+
+    async fn insert_grant(&self, g: &Grant, audit: NewAudit) -> Result<()> {
+        let txn = self.write_txn().await?;
+        grant::Entity::insert(grant::ActiveModel {
+            id: Set(g.id.clone()),
+            operator_id: Set(g.operator_id.clone()),
+            agent_id: Set(g.agent_id.clone()),
+            connection_id: Set(g.connection_id.clone()),
+            revoked_at: Set(None),
+            created_at: Set(g.created_at.as_millis()),
+            doc: Set(to_doc(g)?),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(db_err)?;
+        append_in(&txn, &g.operator_id, audit).await?;
+        commit(txn).await
+    }
+
+    async fn list_grants(&self, operator_id: &str, agent_id: &str) -> Result<Vec<Grant>> {
+        grant::Entity::find()
+            .filter(grant::Column::OperatorId.eq(operator_id))
+            .filter(grant::Column::AgentId.eq(agent_id))
+            .order_by_asc(grant::Column::CreatedAt)
+            .limit(1_000)
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|m| from_doc("grant", &m.doc))
+            .collect()
+    }
+
+    async fn revoke_agent_grants(
+        &self,
+        operator_id: &str,
+        agent_id: &str,
+        now: Timestamp,
+        audit: NewAudit,
+    ) -> Result<u64> {
+        let txn = self.write_txn().await?;
+        let live = grant::Entity::find()
+            .filter(grant::Column::OperatorId.eq(operator_id))
+            .filter(grant::Column::AgentId.eq(agent_id))
+            .filter(grant::Column::RevokedAt.is_null())
+            .all(&txn)
+            .await
+            .map_err(db_err)?;
+        let n = live.len() as u64;
+        for row in live {
+            revoke_grant_row(&txn, row, now).await?;
+        }
+        append_in(&txn, operator_id, audit).await?;
+        commit(txn).await?;
+        Ok(n)
+    }
+}
+
+async fn revoke_grant_row(
+    txn: &sea_orm::DatabaseTransaction,
+    row: grant::Model,
+    now: Timestamp,
+) -> Result<()> {
+    let mut g: Grant = from_doc("grant", &row.doc)?;
+    g.revoked_at = Some(now);
+    grant::Entity::update_many()
+        .col_expr(grant::Column::RevokedAt, Expr::value(now.as_millis()))
+        .col_expr(grant::Column::Doc, Expr::value(to_doc(&g)?))
+        .filter(grant::Column::Id.eq(row.id.as_str()))
+        .exec(txn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
+}
