@@ -24,6 +24,7 @@ pub const LAYERS: &[(&str, u8)] = &[
     ("stack-http", 3),
     ("stack-mcp", 3),
     ("stack-bus", 3),
+    ("stack-egress", 3),
     ("stack-server", 4),
     ("xtask", 5),
 ];

@@ -32,6 +32,8 @@ pub enum ErrorCode {
     CheckpointNotAvailable,
     /// The operator's monthly allowance for this meter (e.g. scans) is used up.
     QuotaExceeded,
+    ScopeDenied,
+    ConstraintViolation,
     /// A detector configuration that does not compile: one variant per
     /// `stack_scan::ScanConfigError::code()`, same wire form.
     ScanTooManyPatterns,
@@ -47,6 +49,11 @@ pub enum ErrorCode {
     ScanInvalidBudget,
     NotImplemented,
     Unavailable,
+    /// The proxy could not get a valid answer from the upstream (DNS,
+    /// connect, TLS, malformed or oversized response).
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
     Internal,
 }
 
@@ -76,6 +83,8 @@ impl ErrorCode {
             Self::MissionNotFound => "MISSION_NOT_FOUND",
             Self::CheckpointNotAvailable => "CHECKPOINT_NOT_AVAILABLE",
             Self::QuotaExceeded => "QUOTA_EXCEEDED",
+            Self::ScopeDenied => "SCOPE_DENIED",
+            Self::ConstraintViolation => "CONSTRAINT_VIOLATION",
             Self::ScanTooManyPatterns => "SCAN_TOO_MANY_PATTERNS",
             Self::ScanTooManySuppressions => "SCAN_TOO_MANY_SUPPRESSIONS",
             Self::ScanInvalidDetectorId => "SCAN_INVALID_DETECTOR_ID",
@@ -89,6 +98,8 @@ impl ErrorCode {
             Self::ScanInvalidBudget => "SCAN_INVALID_BUDGET",
             Self::NotImplemented => "NOT_IMPLEMENTED",
             Self::Unavailable => "SERVICE_UNAVAILABLE",
+            Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
+            Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             Self::Internal => "INTERNAL_ERROR",
         }
     }
@@ -124,12 +135,15 @@ impl ErrorCode {
             | Self::ScanEmptySuppression
             | Self::ScanInvalidBudget => 400,
             Self::QuotaExceeded => 402,
+            Self::ScopeDenied | Self::ConstraintViolation => 403,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::NotImplemented => 501,
+            Self::UpstreamUnavailable => 502,
             Self::Unavailable => 503,
+            Self::UpstreamTimeout => 504,
             Self::Internal => 500,
         }
     }
@@ -229,6 +243,8 @@ mod tests {
             (ErrorCode::PayloadTooLarge, "PAYLOAD_TOO_LARGE", 413),
             (ErrorCode::QuotaExceeded, "QUOTA_EXCEEDED", 402),
             (ErrorCode::ScanPatternInvalid, "SCAN_PATTERN_INVALID", 400),
+            (ErrorCode::UpstreamUnavailable, "UPSTREAM_UNAVAILABLE", 502),
+            (ErrorCode::UpstreamTimeout, "UPSTREAM_TIMEOUT", 504),
         ];
         for (code, s, status) in table {
             assert_eq!(code.as_str(), s);
