@@ -138,6 +138,12 @@ pub struct Config {
     pub master_key: Option<stack_core::Secret<String>>,
     pub passport_issuer: String,
     pub bus: Bus,
+    /// `STACK_PROXY_ALLOW_PRIVATE`: non-public CIDRs the proxy may reach.
+    pub proxy_allow_private: Vec<stack_proxy::Cidr>,
+    /// `STACK_PROXY_ALLOW_HTTP=1`: plain-http upstreams (tests, private deployments).
+    pub proxy_allow_http: bool,
+    /// `STACK_PROXY_RESOLVE=host=ip,…`: fixed addresses instead of DNS.
+    pub proxy_resolve: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 /// Which revocation bus this node uses.
@@ -221,7 +227,33 @@ impl Config {
             .clone()
             .or(file.passport_issuer)
             .unwrap_or_else(|| "getstack.run".into());
+        let proxy_allow_private = match std::env::var("STACK_PROXY_ALLOW_PRIVATE") {
+            Ok(v) if !v.trim().is_empty() => stack_proxy::parse_cidr_list(&v)
+                .map_err(|e| anyhow::anyhow!("STACK_PROXY_ALLOW_PRIVATE: {e}"))?,
+            _ => Vec::new(),
+        };
+        let proxy_allow_http =
+            std::env::var("STACK_PROXY_ALLOW_HTTP").is_ok_and(|v| v == "1" || v == "true");
+        let mut proxy_resolve: std::collections::BTreeMap<String, Vec<std::net::IpAddr>> =
+            Default::default();
+        if let Ok(v) = std::env::var("STACK_PROXY_RESOLVE") {
+            for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (host, ip) = pair
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("STACK_PROXY_RESOLVE entries are host=ip"))?;
+                let ip: std::net::IpAddr = ip.parse().map_err(|_| {
+                    anyhow::anyhow!("STACK_PROXY_RESOLVE: {ip:?} is not an IP address")
+                })?;
+                proxy_resolve
+                    .entry(host.to_ascii_lowercase())
+                    .or_default()
+                    .push(ip);
+            }
+        }
         Ok(Self {
+            proxy_allow_private,
+            proxy_allow_http,
+            proxy_resolve,
             master_key,
             passport_issuer,
             bus,

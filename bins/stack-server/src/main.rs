@@ -4,6 +4,7 @@
 //! listener until SIGTERM or Ctrl-C, then drains in-flight requests.
 
 mod config;
+mod egress;
 mod keys;
 
 use std::sync::Arc;
@@ -323,6 +324,7 @@ async fn serve(
     }
     let cancel = CancellationToken::new();
     start_bus(&config, &app, &cancel).await?;
+    app.set_egress(egress::build(&config)?);
     spawn_silence_sweeper(app.clone(), cancel.clone());
     let router = build_router(&config, app, &cancel);
     // With port 0 the OS picks one: report the address actually bound.

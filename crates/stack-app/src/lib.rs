@@ -20,6 +20,7 @@ pub mod oauth;
 pub mod operators;
 pub mod passports;
 pub mod ports;
+pub mod proxy;
 pub mod revocation;
 pub mod scan;
 pub mod services;
@@ -77,6 +78,7 @@ pub struct App {
     config: AppConfig,
     passports: Arc<PassportRuntime>,
     operator_keys: Arc<services::OperatorKeys>,
+    egress: Arc<std::sync::RwLock<Option<Arc<dyn proxy::EgressPort>>>>,
     scan: Arc<scan::ScanRuntime>,
 }
 
@@ -113,6 +115,7 @@ impl App {
             config,
             passports,
             operator_keys: Arc::new(services::OperatorKeys::default()),
+            egress: Arc::new(std::sync::RwLock::new(None)),
             scan: Arc::new(scan::ScanRuntime::default()),
         }
     }

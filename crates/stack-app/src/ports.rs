@@ -50,6 +50,7 @@ pub trait Store:
     + crate::passports::PassportStore
     + crate::scan::ScanStore
     + crate::services::ServiceStore
+    + crate::proxy::ProxyStore
 {
 }
 
@@ -58,6 +59,7 @@ impl<T> Store for T where
         + crate::oauth::OAuthStore
         + crate::passports::PassportStore
         + crate::services::ServiceStore
+        + crate::proxy::ProxyStore
         + crate::scan::ScanStore
 {
 }

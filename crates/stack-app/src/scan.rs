@@ -704,7 +704,7 @@ pub fn content_text(v: &Value) -> Result<String> {
 }
 
 /// `YYYY-MM` of `now` (UTC), and the RFC 3339 bounds of that month.
-fn period_of(now: Timestamp) -> (String, String, String) {
+pub(crate) fn period_of(now: Timestamp) -> (String, String, String) {
     let iso = now.to_rfc3339();
     let period: String = iso.chars().take(7).collect();
     let year: i64 = period.get(..4).and_then(|y| y.parse().ok()).unwrap_or(1970);

@@ -37,6 +37,7 @@ pub(crate) struct GuardedConnector {
 }
 
 struct Inner {
+    resolve: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
     allow_private: Vec<Cidr>,
     allow_http: bool,
     connect_timeout: Duration,
@@ -45,6 +46,7 @@ struct Inner {
 
 impl GuardedConnector {
     pub(crate) fn new(
+        resolve: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
         allow_private: Vec<Cidr>,
         allow_http: bool,
         connect_timeout: Duration,
@@ -52,6 +54,7 @@ impl GuardedConnector {
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
+                resolve,
                 allow_private,
                 allow_http,
                 connect_timeout,
@@ -134,10 +137,16 @@ impl Inner {
     /// one is forbidden (a name that mixes public and internal addresses is
     /// a rebinding setup, not a misconfiguration to work around).
     async fn resolve_checked(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, EgressError> {
-        let resolved = tokio::net::lookup_host((host, port)).await.map_err(|e| {
-            tracing::debug!(host, error = %e, "egress: DNS resolution failed");
-            EgressError::Dns
-        })?;
+        let resolved: Vec<SocketAddr> = match self.resolve.get(&host.to_ascii_lowercase()) {
+            Some(fixed) => fixed.iter().map(|ip| SocketAddr::new(*ip, port)).collect(),
+            None => tokio::net::lookup_host((host, port))
+                .await
+                .map_err(|e| {
+                    tracing::debug!(host, error = %e, "egress: DNS resolution failed");
+                    EgressError::Dns
+                })?
+                .collect(),
+        };
         let mut addrs: Vec<SocketAddr> = Vec::new();
         for addr in resolved {
             let ip = addr.ip();

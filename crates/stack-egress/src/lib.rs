@@ -108,6 +108,10 @@ pub struct EgressConfig {
     /// Trust anchors added to the webpki roots (an internal CA of a private
     /// deployment, a test certificate). Empty by default.
     pub extra_roots: Vec<CertificateDer<'static>>,
+    /// Fixed addresses for host names, used instead of DNS (like curl's
+    /// `--resolve`; `STACK_PROXY_RESOLVE=host=ip,host=ip`). The addresses
+    /// still go through the forbidden-address check. Empty by default.
+    pub resolve: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
     /// How long an idle pooled connection is kept (default 90 s).
     pub pool_idle_timeout: Duration,
     /// Idle connections kept per (scheme, host, port) (default 32).
@@ -122,6 +126,7 @@ impl Default for EgressConfig {
             timeout: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
             allow_private: Vec::new(),
+            resolve: std::collections::BTreeMap::new(),
             allow_http: false,
             extra_roots: Vec::new(),
             pool_idle_timeout: Duration::from_secs(90),
@@ -277,6 +282,7 @@ impl Egress {
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
 
         let connector = GuardedConnector::new(
+            config.resolve.clone(),
             config.allow_private.clone(),
             config.allow_http,
             config.connect_timeout,

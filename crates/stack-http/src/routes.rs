@@ -42,7 +42,6 @@ fn ok(v: impl serde::Serialize) -> ApiResult {
 /// Domains of the contract whose issues have not landed yet: their routes
 /// answer 501 with the envelope, so SDK users get a clear, stable error.
 const NOT_YET: &[(&str, &str)] = &[
-    ("proxy", "the proxy"),
     ("intents", "intents"),
     ("dropoffs", "drop-offs"),
     ("skills", "skills"),
@@ -92,6 +91,7 @@ pub fn router(state: HttpState) -> Router {
     let v1 = v1
         .merge(crate::passports::protected())
         .merge(crate::services::protected())
+        .merge(crate::services::proxy_routes())
         .merge(crate::scan::protected())
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .merge(crate::passports::public_v1())

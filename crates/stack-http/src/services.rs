@@ -147,3 +147,65 @@ async fn credential_by_connection(
     let who = acting(&s, p, &headers).await?;
     ok(s.app.get_credential(&who, &id, true).await?)
 }
+
+pub(crate) fn proxy_routes() -> Router<HttpState> {
+    Router::new()
+        .route("/proxy", post(proxy))
+        .route("/proxy/usage", get(proxy_usage))
+}
+
+async fn proxy(
+    State(s): State<HttpState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let req: stack_app::proxy::ProxyRequest = parse_input(body)?;
+    let passport = match headers.get("x-passport-token") {
+        Some(v) => Some(
+            v.to_str()
+                .map_err(|_| ApiError(Error::validation("X-Passport-Token must be ASCII")))?
+                .to_owned(),
+        ),
+        None => bearer_passport(&headers),
+    };
+    let request_id = match headers.get("x-stack-authority-request-id") {
+        Some(v) => {
+            let id = v.to_str().map_err(|_| {
+                ApiError(Error::validation(
+                    "X-STACK-Authority-Request-Id must be ASCII",
+                ))
+            })?;
+            let ok = (22..=256).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                return Err(ApiError(Error::invalid_field(
+                    "X-STACK-Authority-Request-Id",
+                    "must be 22-256 characters of [A-Za-z0-9_-]",
+                )));
+            }
+            Some(id.to_owned())
+        }
+        None => None,
+    };
+    ok(s.app
+        .proxy(&p, passport.as_deref(), request_id.as_deref(), req)
+        .await?)
+}
+
+/// A passport used as the bearer is also the proxy's passport.
+fn bearer_passport(headers: &HeaderMap) -> Option<String> {
+    let v = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    (scheme.eq_ignore_ascii_case("bearer") && token.trim().starts_with("eyJ"))
+        .then(|| token.trim().to_owned())
+}
+
+async fn proxy_usage(State(s): State<HttpState>, Caller(p): Caller) -> ApiResult {
+    ok(s.app.proxy_usage(&p).await?)
+}

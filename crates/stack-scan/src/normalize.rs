@@ -434,9 +434,9 @@ fn url_view(text: &str) -> Option<Child> {
 fn count_percent_escapes(text: &str, enough: usize) -> usize {
     let bytes = text.as_bytes();
     let mut count = 0;
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'%'
-            && bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+    // `match_indices` with a char searches with memchr: text without `%` costs little.
+    for (i, _) in text.match_indices('%') {
+        if bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
             && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit)
         {
             count += 1;
@@ -451,6 +451,10 @@ fn count_percent_escapes(text: &str, enough: usize) -> usize {
 /// Form-encoded text: `word+word+word+word` (spaces written as `+`, no `%XX` needed).
 fn plus_joined_words(text: &str) -> bool {
     let bytes = text.as_bytes();
+    // Fast exit (memchr): most text has no `+` at all.
+    if !bytes.contains(&b'+') {
+        return false;
+    }
     let mut run = 0usize;
     for (i, b) in bytes.iter().enumerate() {
         if *b == b'+' {
@@ -942,13 +946,18 @@ fn is_marker(word: &[u8]) -> bool {
     is_marker_word(lower.get(..word.len()).unwrap_or(&[]))
 }
 
-fn line_stats(line: &str) -> LineStats {
+/// Marker-word counts of a line; the cipher counts only when `ciphers` (the line holds a
+/// cipher marker word), since they cost three transforms per word.
+fn line_stats(line: &str, ciphers: bool) -> LineStats {
     let mut stats = LineStats::default();
     for word in words_of(line) {
         stats.words += 1;
         if is_marker(word) {
             stats.english += 1;
         }
+    }
+    if !ciphers {
+        return stats;
     }
     let mut buf = [0u8; 16];
     // Two-letter words are too easy to hit by chance (HTML `li`, language codes).
@@ -1004,7 +1013,7 @@ fn derive_segment_ciphers(text: &str, markers: &[usize], out: &mut Vec<Child>) {
         if !word_order_shape && !has_marker {
             continue;
         }
-        let stats = line_stats(line);
+        let stats = line_stats(line, has_marker);
         if stats.words < 2 {
             continue;
         }
@@ -1060,21 +1069,25 @@ fn looks_word_order_reversed(line: &str) -> bool {
     if trimmed.len() < 16 || trimmed.ends_with(['.', '!', '?', '"', '\'', ')']) {
         return false;
     }
-    let first_end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
-    let first = trimmed.get(..first_end).unwrap_or("");
-    // The original sentence's final punctuation now trails the first word ...
-    let first_carries_end = first.len() > 1 && first.ends_with(['.', '!', '?', ':', '"']);
-    let words = trimmed.split_whitespace();
-    let count = words.clone().take(6).count();
-    if count < 4 {
-        return false;
-    }
-    // ... and its capitalised first word is now the last word with letters.
-    let last_capitalised = words
+    // ... and its capitalised first word is now the last word with letters (checked
+    // before anything that walks the line: most lines fail here).
+    let last_capitalised = trimmed
+        .split_whitespace()
         .rev()
         .find_map(|w| w.chars().find(|c| c.is_alphabetic()))
         .is_some_and(char::is_uppercase);
-    last_capitalised && (first_carries_end || count >= 6)
+    if !last_capitalised {
+        return false;
+    }
+    let first_end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
+    let first = trimmed.get(..first_end).unwrap_or("");
+    // The original sentence's final punctuation now trails the first word.
+    let first_carries_end = first.len() > 1 && first.ends_with(['.', '!', '?', ':', '"']);
+    let count = trimmed.split_whitespace().take(6).count();
+    if count < 4 {
+        return false;
+    }
+    first_carries_end || count >= 6
 }
 
 // ------------------------------------------------------------------ leetspeak
@@ -1132,19 +1145,32 @@ fn leet_ones_as_l(original: &str, leet: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
+/// Byte class for the leet gate: 1 ASCII letter, 2 leet digit or symbol, 0 other.
+fn leet_class(b: u8) -> u8 {
+    match b {
+        b'a'..=b'z' | b'A'..=b'Z' => 1,
+        b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'@' | b'$' => 2,
+        _ => 0,
+    }
+}
+
 fn leet_view(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
-    // Cheap gate: a leet digit between two letters, at least twice.
-    let is_leet_digit = |d: &u8| matches!(d, b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'@' | b'$');
-    let sandwiched = bytes
-        .iter()
-        .zip(bytes.get(1..).unwrap_or(&[]))
-        .zip(bytes.get(2..).unwrap_or(&[]))
-        .filter(|((a, d), c)| {
-            is_leet_digit(d) && a.is_ascii_alphabetic() && c.is_ascii_alphabetic()
-        })
-        .take(2)
-        .count();
+    // Cheap gate: a leet digit between two letters, at least twice. One pass with a
+    // byte classification.
+    let mut sandwiched = 0usize;
+    let (mut prev2, mut prev1) = (0u8, 0u8);
+    for &b in bytes {
+        let class = leet_class(b);
+        if class == 1 && prev1 == 2 && prev2 == 1 {
+            sandwiched += 1;
+            if sandwiched >= 2 {
+                break;
+            }
+        }
+        prev2 = prev1;
+        prev1 = class;
+    }
     if sandwiched < 2 {
         return None;
     }

@@ -8,7 +8,9 @@ use stack_app::NewAudit;
 use stack_app::services::{Connection, Grant, ServiceStore};
 use stack_core::{Error, Result, Timestamp};
 
-use crate::entity::{connection, grant, operator_key};
+use stack_app::proxy::ProxyOperation;
+
+use crate::entity::{connection, grant, operator_key, proxy_operation, usage_meter};
 use crate::{Db, append_in, commit, db_err};
 
 fn to_doc<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -217,4 +219,115 @@ async fn revoke_grant_row(
         .await
         .map_err(db_err)?;
     Ok(())
+}
+
+#[async_trait]
+impl stack_app::proxy::ProxyStore for Db {
+    async fn claim_operation(&self, op: &ProxyOperation) -> Result<Option<ProxyOperation>> {
+        let txn = self.write_txn().await?;
+        let existing =
+            proxy_operation::Entity::find_by_id((op.operator_id.clone(), op.request_id.clone()))
+                .lock_exclusive()
+                .one(&txn)
+                .await
+                .map_err(db_err)?;
+        if let Some(row) = existing {
+            return Ok(Some(from_doc("proxy operation", &row.doc)?));
+        }
+        proxy_operation::Entity::insert(proxy_operation::ActiveModel {
+            operator_id: Set(op.operator_id.clone()),
+            request_id: Set(op.request_id.clone()),
+            state: Set(op.state.clone()),
+            created_at: Set(op.created_at.as_millis()),
+            doc: Set(to_doc(op)?),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(db_err)?;
+        commit(txn).await?;
+        Ok(None)
+    }
+
+    async fn finish_operation(&self, op: &ProxyOperation) -> Result<()> {
+        proxy_operation::Entity::update_many()
+            .col_expr(
+                proxy_operation::Column::State,
+                Expr::value(op.state.clone()),
+            )
+            .col_expr(proxy_operation::Column::Doc, Expr::value(to_doc(op)?))
+            .filter(proxy_operation::Column::OperatorId.eq(op.operator_id.as_str()))
+            .filter(proxy_operation::Column::RequestId.eq(op.request_id.as_str()))
+            .exec(&self.conn)
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
+    async fn take_usage(
+        &self,
+        operator_id: &str,
+        meter: &str,
+        period: &str,
+        limit: u64,
+    ) -> Result<Option<u64>> {
+        let txn = self.write_txn().await?;
+        usage_meter::Entity::insert(usage_meter::ActiveModel {
+            operator_id: Set(operator_id.to_owned()),
+            meter: Set(meter.to_owned()),
+            period: Set(period.to_owned()),
+            count: Set(0),
+        })
+        .on_conflict(
+            OnConflict::columns([
+                usage_meter::Column::OperatorId,
+                usage_meter::Column::Meter,
+                usage_meter::Column::Period,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await
+        .map_err(db_err)?;
+        let row = usage_meter::Entity::find_by_id((
+            operator_id.to_owned(),
+            meter.to_owned(),
+            period.to_owned(),
+        ))
+        .lock_exclusive()
+        .one(&txn)
+        .await
+        .map_err(db_err)?
+        .ok_or_else(|| Error::internal("usage meter vanished inside its transaction"))?;
+        let used = row.count.max(0).unsigned_abs();
+        if used >= limit {
+            return Ok(None);
+        }
+        let next = used + 1;
+        usage_meter::Entity::update_many()
+            .col_expr(
+                usage_meter::Column::Count,
+                Expr::value(i64::try_from(next).unwrap_or(i64::MAX)),
+            )
+            .filter(usage_meter::Column::OperatorId.eq(operator_id))
+            .filter(usage_meter::Column::Meter.eq(meter))
+            .filter(usage_meter::Column::Period.eq(period))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        commit(txn).await?;
+        Ok(Some(next))
+    }
+
+    async fn usage(&self, operator_id: &str, meter: &str, period: &str) -> Result<u64> {
+        Ok(usage_meter::Entity::find_by_id((
+            operator_id.to_owned(),
+            meter.to_owned(),
+            period.to_owned(),
+        ))
+        .one(&self.conn)
+        .await
+        .map_err(db_err)?
+        .map_or(0, |m| m.count.max(0).unsigned_abs()))
+    }
 }

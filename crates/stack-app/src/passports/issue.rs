@@ -385,12 +385,11 @@ impl App {
         }
     }
 
-    /// A token that is valid now: signature, claims, not revoked, and known
-    /// to this deployment. Used for passports as credentials.
-    pub(crate) async fn live_passport(
-        &self,
-        token: &str,
-    ) -> Result<(PassportClaims, PassportRecord)> {
+    /// A token that is valid now: signature, claims (including `exp`) and not
+    /// revoked. The revocation check reads this node's in-memory index, and
+    /// the database only while the index is out of sync, so the hot path
+    /// (passports as credentials, `/verify`) does no database read.
+    pub(crate) async fn live_claims(&self, token: &str) -> Result<PassportClaims> {
         let claims = self
             .verify_token(token, None)
             .await
@@ -398,6 +397,16 @@ impl App {
         if self.is_revoked(&claims.jti).await? {
             return Err(verify_error(&VerifyError::Revoked));
         }
+        Ok(claims)
+    }
+
+    /// [`Self::live_claims`] plus the stored record, for operations that act
+    /// on the passport (delegation, the proxy, scans attributed to it).
+    pub(crate) async fn live_passport(
+        &self,
+        token: &str,
+    ) -> Result<(PassportClaims, PassportRecord)> {
+        let claims = self.live_claims(token).await?;
         let record = self
             .store
             .get_passport(&claims.jti)
@@ -412,11 +421,6 @@ impl App {
         if record.revoked_at.is_some() {
             return Err(verify_error(&VerifyError::Revoked));
         }
-        if self.now().as_secs() >= record.expires_at.max(claims.exp) {
-            return Err(verify_error(&VerifyError::Expired {
-                exp: record.expires_at,
-            }));
-        }
         Ok((claims, record))
     }
 
@@ -424,11 +428,11 @@ impl App {
     /// is confined to the passport's agent (and, through it, its scopes and
     /// mission).
     pub(crate) async fn authenticate_passport(&self, token: &str) -> Result<Principal> {
-        let (claims, record) = self.live_passport(token).await?;
+        let claims = self.live_claims(token).await?;
         Ok(Principal {
-            operator_id: record.operator_id,
+            operator_id: claims.stk.operator_id,
             kind: PrincipalKind::Passport {
-                agent_id: record.agent_id,
+                agent_id: claims.stk.agent_id,
                 jti: claims.jti,
             },
             scopes: None,
@@ -439,16 +443,16 @@ impl App {
     /// it says nothing a JWKS holder could not learn, except revocation.
     pub async fn verify_passport(&self, token: &str) -> Result<Value> {
         let token = token.trim();
-        match self.live_passport(token).await {
-            Ok((claims, record)) => Ok(json!({
+        match self.live_claims(token).await {
+            Ok(claims) => Ok(json!({
                 "valid": true,
                 "jti": claims.jti,
                 "agent_id": claims.stk.agent_id,
                 "operator_id": claims.stk.operator_id,
                 "session_id": claims.stk.session_id,
-                "mission_id": record.mission_id,
+                "mission_id": claims.stk.mission_id,
                 "delegation_depth": claims.stk.delegation_depth,
-                "accountability": record.accountability.as_str(),
+                "accountability": claims.stk.accountability,
                 "expires_at": Timestamp::from_millis(claims.exp * 1000).to_rfc3339(),
                 "claims": claims,
             })),

@@ -64,6 +64,7 @@ fn implemented() -> Vec<ToolSpec> {
     tools.extend(audit::tools());
     tools.extend(passports::tools());
     tools.extend(services::tools());
+    tools.extend(services::proxy_tools());
     tools.extend(scan::tools());
     tools
 }

@@ -189,3 +189,49 @@ pub(super) fn tools() -> Vec<ToolSpec> {
         },
     ]
 }
+
+pub(super) fn proxy_tools() -> Vec<ToolSpec> {
+    vec![
+        ToolSpec {
+            name: "stack_proxy_request",
+            description: "Proxy an outbound HTTP call through STACK: the passport is verified, the grant's scopes and constraints are checked, the stored credential is injected server-side (the agent never sees it), and the call is audited. Returns {status, headers, body}; upstream errors are data, STACK denials are tool errors (SCOPE_DENIED, CONSTRAINT_VIOLATION, PASSPORT_REVOKED, QUOTA_EXCEEDED).",
+            input_schema: object(
+                json!({
+                    "passport_token": { "type": "string" },
+                    "service": { "type": "string", "description": "Provider slug, e.g. slack, or custom." },
+                    "method": { "type": "string", "default": "GET" },
+                    "url": { "type": "string", "description": "Absolute URL on one of the connection's hosts." },
+                    "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                    "query": { "type": "object", "additionalProperties": { "type": "string" } },
+                    "body": {},
+                    "connection_id": { "type": "string" },
+                    "authority_request_id": { "type": "string", "pattern": "^[A-Za-z0-9_-]{22,256}$" }
+                }),
+                &["service", "url"],
+            ),
+            read_only: false,
+            destructive: false,
+            idempotent: false,
+            permission: Permission::Proxy,
+            handler: |app, p, args| {
+                Box::pin(async move {
+                    let token = str_arg(&args, "passport_token");
+                    let request_id = str_arg(&args, "authority_request_id");
+                    let req: stack_app::proxy::ProxyRequest = parse_input(Value::Object(args))?;
+                    app.proxy(&p, token.as_deref(), request_id.as_deref(), req)
+                        .await
+                })
+            },
+        },
+        ToolSpec {
+            name: "stack_proxy_usage",
+            description: "Proxy usage this month: tier, limit, used, remaining, period.",
+            input_schema: object(json!({}), &[]),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            permission: Permission::Proxy,
+            handler: |app, p, _args| Box::pin(async move { app.proxy_usage(&p).await }),
+        },
+    ]
+}

@@ -1,5 +1,5 @@
 //! Services (issue 4): operator data keys, connections with sealed
-//! credentials, grants.
+//! credentials, grants, proxy operations and usage meters.
 
 use sea_orm_migration::prelude::*;
 
@@ -75,6 +75,39 @@ impl MigrationTrait for Migration {
             &["connection_id"],
             false,
         ))
+        .await?;
+        // Proxy operations by authority request id: at most one per id.
+        m.create_table(
+            Table::create()
+                .table(Alias::new("proxy_operations"))
+                .col(col("operator_id").string().not_null())
+                .col(col("request_id").string().not_null())
+                .col(col("state").string().not_null())
+                .col(col("created_at").big_integer().not_null())
+                .col(col("doc").text().not_null())
+                .primary_key(
+                    Index::create()
+                        .col(Alias::new("operator_id"))
+                        .col(Alias::new("request_id")),
+                )
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table(Alias::new("usage_meters"))
+                .col(col("operator_id").string().not_null())
+                .col(col("meter").string().not_null())
+                .col(col("period").string().not_null())
+                .col(col("count").big_integer().not_null())
+                .primary_key(
+                    Index::create()
+                        .col(Alias::new("operator_id"))
+                        .col(Alias::new("meter"))
+                        .col(Alias::new("period")),
+                )
+                .to_owned(),
+        )
         .await?;
         Ok(())
     }

@@ -1,0 +1,42 @@
+//! The proxy's egress port, implemented with `stack-egress`.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use stack_app::proxy::{EgressPort, Inbound, Outbound};
+use stack_core::{Error, Result};
+use stack_egress::{Egress, EgressConfig, OutboundRequest};
+
+use crate::config::Config;
+
+/// Adapts `stack_egress::Egress` to the application's port.
+pub struct EgressAdapter(Egress);
+
+#[async_trait]
+impl EgressPort for EgressAdapter {
+    async fn send(&self, request: Outbound) -> Result<Inbound> {
+        let method = http::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| Error::invalid_field("method", "not an HTTP method"))?;
+        let mut out = OutboundRequest::new(request.target, method);
+        out.headers = request.headers;
+        out.body = request.body.map(bytes::Bytes::from);
+        let response = self.0.send(out).await.map_err(Error::from)?;
+        Ok(Inbound {
+            status: response.status,
+            headers: response.headers,
+            body: response.body.to_vec(),
+        })
+    }
+}
+
+/// Builds the egress client from the configuration.
+pub fn build(config: &Config) -> anyhow::Result<Arc<dyn EgressPort>> {
+    let egress = Egress::new(EgressConfig {
+        allow_private: config.proxy_allow_private.clone(),
+        allow_http: config.proxy_allow_http,
+        resolve: config.proxy_resolve.clone(),
+        ..EgressConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!("egress client: {e}"))?;
+    Ok(Arc::new(EgressAdapter(egress)))
+}

@@ -1,0 +1,337 @@
+//! Two `stack-server` processes on one PostgreSQL database, with the same
+//! master key, sharing revocations over the bus (`STACK_BUS=postgres`, and
+//! `STACK_BUS=redis` when a Redis server is reachable). A passport issued on
+//! node A is accepted on node B; once revoked on A, B refuses it; and a node
+//! that was down during a revocation refuses the passport as soon as it is
+//! back.
+//!
+//! Needs `STACK_TEST_POSTGRES_URL` (skipped with a note otherwise); Redis is
+//! `STACK_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // tests fail loudly
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// How long a revocation may take to reach the other node in this test.
+const PROPAGATION_BOUND: Duration = Duration::from_secs(5);
+
+struct Node {
+    child: Child,
+    base: String,
+    key: Option<String>,
+}
+
+impl Node {
+    fn start(env: &[(String, String)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stack-server"))
+            .envs(env.iter().cloned())
+            .env("STACK_LISTEN", "127.0.0.1:0")
+            .env("STACK_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<(bool, String)>();
+        let stdout = child.stdout.take().unwrap();
+        let tx_out = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx_out.send((true, line));
+            }
+        });
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("[server] {line}");
+                let _ = tx.send((false, line));
+            }
+        });
+        // The key is printed before the "created the first operator" log
+        // line, through another pipe: once that line is seen, wait for it.
+        let mut key = None;
+        let mut expect_key = false;
+        let mut base = None;
+        while base.is_none() || (expect_key && key.is_none()) {
+            let (is_stdout, line) = rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("server did not start");
+            if is_stdout {
+                if let Some(k) = line
+                    .split_whitespace()
+                    .find(|w| w.starts_with("sk_live_op_"))
+                {
+                    key = Some(k.to_owned());
+                }
+            } else if line.contains("created the first operator") {
+                expect_key = true;
+            } else if let Some(rest) = line.split("listening on http://").nth(1) {
+                base = Some(format!(
+                    "http://{}",
+                    rest.split_whitespace().next().unwrap()
+                ));
+            }
+        }
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Self {
+            child,
+            base: base.unwrap(),
+            key,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGTERM, then wait; returns the exit code.
+    fn stop(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap().code()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn call(method: Method, url: String, bearer: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let mut req = client
+        .request(method, url)
+        .header("content-type", "application/json")
+        .bearer_auth(bearer);
+    if let Some(b) = body {
+        req = req.body(b.to_string());
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{}_{nanos}", std::process::id())
+}
+
+/// A master key both nodes share: 32 bytes, base64url.
+fn master_key() -> String {
+    let seed = unique();
+    let mut bytes = [0u8; 32];
+    for (i, b) in seed.bytes().cycle().take(32).enumerate() {
+        bytes[i] = b.wrapping_mul(31).wrapping_add(i as u8);
+    }
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn redis_url() -> String {
+    std::env::var("STACK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// Whether something answers on the Redis URL's host and port.
+fn redis_reachable(url: &str) -> bool {
+    let rest = url
+        .trim_start_matches("redis://")
+        .trim_start_matches("rediss://");
+    let hostport = rest.rsplit('@').next().unwrap_or(rest);
+    let hostport = hostport.split('/').next().unwrap_or(hostport);
+    let hostport = if hostport.contains(':') {
+        hostport.to_owned()
+    } else {
+        format!("{hostport}:6379")
+    };
+    use std::net::ToSocketAddrs;
+    hostport.to_socket_addrs().ok().is_some_and(|mut addrs| {
+        addrs.any(|a| std::net::TcpStream::connect_timeout(&a, Duration::from_secs(1)).is_ok())
+    })
+}
+
+/// Issues an enforced passport for a new agent on `node`; returns (jti, token).
+async fn issue(node: &Node, key: &str, agent_name: &str) -> (String, String) {
+    let (st, agent) = call(
+        Method::POST,
+        node.url("/v1/agents/register"),
+        key,
+        Some(json!({ "name": agent_name })),
+    )
+    .await;
+    assert_eq!(st, 201, "{agent}");
+    let (st, started) = call(
+        Method::POST,
+        node.url("/v1/missions/start"),
+        key,
+        Some(json!({
+            "agent_id": agent["id"],
+            "mission": { "intent_summary": "multinode", "intent_services": [] },
+        })),
+    )
+    .await;
+    assert_eq!(st, 201, "{started}");
+    let pp = &started["passport"];
+    (
+        pp["jti"].as_str().unwrap().to_owned(),
+        pp["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+async fn revoke(node: &Node, key: &str, jti: &str) {
+    let (st, body) = call(
+        Method::POST,
+        node.url("/v1/passports/revoke"),
+        key,
+        Some(json!({ "jti": jti, "reason": "multinode test" })),
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(body["count"], 1, "{body}");
+}
+
+/// `GET /v1/agents` with the passport as the bearer.
+async fn use_passport(node: &Node, token: &str) -> (u16, Value) {
+    call(Method::GET, node.url("/v1/agents"), token, None).await
+}
+
+/// Polls `node` until it refuses `token` as revoked; panics after the bound.
+async fn await_refused(node: &Node, token: &str, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let (st, body) = use_passport(node, token).await;
+        if st == 401 {
+            assert_eq!(body["error"]["code"], "PASSPORT_REVOKED", "{what}: {body}");
+            return start.elapsed();
+        }
+        assert_eq!(st, 200, "{what}: {body}");
+        assert!(
+            start.elapsed() < PROPAGATION_BOUND,
+            "{what}: still accepted {PROPAGATION_BOUND:?} after the revocation"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn two_nodes(bus: &str) {
+    let Ok(admin) = std::env::var("STACK_TEST_POSTGRES_URL") else {
+        eprintln!("STACK_TEST_POSTGRES_URL not set: skipping the two-node {bus} test");
+        return;
+    };
+    let mut env = vec![
+        ("STACK_BUS".to_owned(), bus.to_owned()),
+        ("STACK_MASTER_KEY".to_owned(), master_key()),
+    ];
+    if bus == "redis" {
+        let url = redis_url();
+        if !redis_reachable(&url) {
+            eprintln!("no Redis at {url}: skipping the two-node redis test");
+            return;
+        }
+        env.push(("STACK_REDIS_URL".to_owned(), url));
+    }
+    let db_name = format!("stack_multinode_{bus}_{}", unique());
+    let db_url = stack_store::scratch::create(&admin, &db_name)
+        .await
+        .unwrap();
+    env.push(("STACK_DATABASE_URL".to_owned(), db_url));
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let env_for = |dir: &tempfile::TempDir| {
+        let mut e = env.clone();
+        e.push((
+            "STACK_DATA_DIR".to_owned(),
+            dir.path().display().to_string(),
+        ));
+        e
+    };
+
+    let a = Node::start(&env_for(&dir_a));
+    let key = a.key.clone().expect("node A created the first operator");
+    let b = Node::start(&env_for(&dir_b));
+    assert!(b.key.is_none(), "node B must not create another operator");
+
+    // Issued on A, accepted on B (same signing keys, same database).
+    let (jti, token) = issue(&a, &key, "multinode-one").await;
+    let (st, agents) = use_passport(&b, &token).await;
+    assert_eq!(st, 200, "{agents}");
+    assert_eq!(agents.as_array().map(Vec::len), Some(1), "{agents}");
+    let (st, v) = call(
+        Method::POST,
+        b.url("/v1/passports/verify"),
+        &key,
+        Some(json!({ "token": token })),
+    )
+    .await;
+    assert_eq!((st, &v["valid"]), (200, &json!(true)), "{v}");
+
+    // Revoked on A: B refuses it within the bound.
+    revoke(&a, &key, &jti).await;
+    let took = await_refused(&b, &token, "revoked on A, used on B").await;
+    eprintln!("[{bus}] revocation on A refused on B after {took:?}");
+    let (_, v) = call(
+        Method::POST,
+        b.url("/v1/passports/verify"),
+        &key,
+        Some(json!({ "token": token })),
+    )
+    .await;
+    assert_eq!(v["valid"], false, "{v}");
+    assert_eq!(v["reason"], "revoked", "{v}");
+
+    // And the other way round.
+    let (jti2, token2) = issue(&a, &key, "multinode-two").await;
+    assert_eq!(use_passport(&a, &token2).await.0, 200);
+    revoke(&b, &key, &jti2).await;
+    await_refused(&a, &token2, "revoked on B, used on A").await;
+
+    // B is down while A revokes: once back, B refuses at once (catch-up).
+    let (jti3, token3) = issue(&a, &key, "multinode-three").await;
+    assert_eq!(use_passport(&b, &token3).await.0, 200);
+    assert_eq!(b.stop(), Some(0), "node B did not stop cleanly");
+    revoke(&a, &key, &jti3).await;
+    let b = Node::start(&env_for(&dir_b));
+    let (st, body) = use_passport(&b, &token3).await;
+    assert_eq!(
+        st, 401,
+        "restarted B accepted a passport revoked while it was down: {body}"
+    );
+    assert_eq!(body["error"]["code"], "PASSPORT_REVOKED", "{body}");
+    // A passport that is still live keeps working on the restarted node.
+    let (_, token4) = issue(&a, &key, "multinode-four").await;
+    assert_eq!(use_passport(&b, &token4).await.0, 200);
+
+    assert_eq!(b.stop(), Some(0));
+    assert_eq!(a.stop(), Some(0));
+    stack_store::scratch::drop(&admin, &db_name).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_over_postgres_bus() {
+    two_nodes("postgres").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_over_redis_bus() {
+    two_nodes("redis").await;
+}
