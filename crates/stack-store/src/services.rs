@@ -11,16 +11,8 @@ use stack_core::{Error, Result, Timestamp};
 use stack_app::proxy::ProxyOperation;
 
 use crate::entity::{connection, grant, operator_key, proxy_operation, usage_meter};
+use crate::passports::{from_doc, to_doc};
 use crate::{Db, append_in, commit, db_err};
-
-fn to_doc<T: serde::Serialize>(v: &T) -> Result<String> {
-    serde_json::to_string(v).map_err(|_| Error::internal("record did not serialize"))
-}
-
-fn from_doc<T: serde::de::DeserializeOwned>(table: &str, doc: &str) -> Result<T> {
-    serde_json::from_str(doc)
-        .map_err(|e| Error::internal(format!("stored {table} record does not parse: {e}")))
-}
 
 #[async_trait]
 impl ServiceStore for Db {
