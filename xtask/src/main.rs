@@ -40,7 +40,7 @@ fn main() -> anyhow::Result<()> {
             }
         }
         _ => {
-            eprintln!("usage: cargo xtask <ci | layering | bench scan [corpus]>");
+            eprintln!("usage: cargo xtask <ci | layering | bench <scan | passport | mcp>>");
             bail!("unknown task")
         }
     }
@@ -155,21 +155,22 @@ fn fuzz_smoke(root: &Path) -> anyhow::Result<()> {
         eprintln!("fuzz: no nightly toolchain with cargo-fuzz here; ran the stable stand-in only");
         return Ok(());
     }
-    for target in ["scan", "passport_verify"] {
+    for target in ["scan", "passport_verify", "constraints"] {
+        // New inputs go to the ignored corpus/<target>; committed seeds are read too.
+        let corpus = fuzz.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .with_context(|| format!("creating {}", corpus.display()))?;
+        let mut cmd = Command::new("cargo");
+        cmd.args(["+nightly", "fuzz", "run", target]).arg(&corpus);
+        let seeds = fuzz.join("seeds").join(target);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        }
+        cmd.args(["--", "-max_total_time=20", "-rss_limit_mb=2048"]);
         run(
             root,
             &format!("fuzz {target} (20 s)"),
-            Command::new("cargo")
-                .args([
-                    "+nightly",
-                    "fuzz",
-                    "run",
-                    target,
-                    "--",
-                    "-max_total_time=20",
-                    "-rss_limit_mb=2048",
-                ])
-                .current_dir(&fuzz),
+            cmd.current_dir(&fuzz),
         )?;
     }
     Ok(())
@@ -269,9 +270,60 @@ fn bench(root: &Path, name: Option<&str>, rest: &[String]) -> anyhow::Result<()>
                 &mut propagation,
             )
         }
-        Some(other) => bail!("unknown benchmark {other}; known: scan, passport"),
+        Some("mcp") => bench_mcp(root, rest),
+        Some(other) => bail!("unknown benchmark {other}; known: scan, passport, mcp"),
         None => {
-            bail!("usage: cargo xtask bench <scan [corpus] | passport [iterations] [passports]>")
+            bail!(
+                "usage: cargo xtask bench <scan [corpus] | passport [iterations] [passports] | mcp [seconds] [levels]>"
+            )
         }
     }
+}
+
+/// `bench mcp`: STACK's /mcp against the Python SDK's FastMCP server. The
+/// Python side needs the `mcp` package: `target/pyenv` (the CI suites'
+/// environment) when it has it, else `target/pyenv-bench`, created here.
+fn bench_mcp(root: &Path, rest: &[String]) -> anyhow::Result<()> {
+    let has_mcp = |venv: &Path| {
+        Command::new(venv.join("bin/python"))
+            .args(["-c", "import mcp.server"])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut venv = root.join("target/pyenv");
+    if !has_mcp(&venv) {
+        venv = root.join("target/pyenv-bench");
+        if !has_mcp(&venv) {
+            run(
+                root,
+                "create target/pyenv-bench",
+                Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            )?;
+            run(
+                root,
+                "install mcp into target/pyenv-bench",
+                Command::new(venv.join("bin/pip")).args(["install", "--quiet", "mcp"]),
+            )?;
+        }
+    }
+    run(
+        root,
+        "build the release server",
+        cargo().args(["build", "--release", "--locked", "-p", "stack-server"]),
+    )?;
+    let mut bench = cargo();
+    bench
+        .args([
+            "run",
+            "--release",
+            "--locked",
+            "-p",
+            "stack-server",
+            "--example",
+            "mcp_bench",
+            "--",
+        ])
+        .args(rest)
+        .env("STACK_BENCH_PYTHON", venv.join("bin/python"));
+    run(root, "bench mcp (STACK vs FastMCP, tools/call)", &mut bench)
 }

@@ -1010,7 +1010,7 @@ fn check_input(v: &PassportVerifier, data: &[u8]) -> bool {
 fn seeded_corpus_never_panics_and_only_the_original_verifies() {
     let (v, token) = fixture();
     let mut corpus: Vec<Vec<u8>> = vec![token.clone().into_bytes()];
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/passport_verify");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/passport_verify");
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
             corpus.push(std::fs::read(e.path()).unwrap());
