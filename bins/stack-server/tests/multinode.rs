@@ -335,3 +335,225 @@ async fn revocation_over_postgres_bus() {
 async fn revocation_over_redis_bus() {
     two_nodes("redis").await;
 }
+
+/// One MCP JSON-RPC request over plain HTTP: returns (status, body). With
+/// `rev` 2026-07-28 it carries the per-request `_meta` and the SEP-2243
+/// `Mcp-Method`/`Mcp-Name` headers that revision requires.
+async fn mcp(
+    client: &reqwest::Client,
+    node: &Node,
+    key: &str,
+    rev: &str,
+    id: Option<u64>,
+    method: &str,
+    params: Value,
+) -> (u16, Value) {
+    let mut params = params;
+    let modern = rev >= "2026-07-28";
+    if modern && method != "initialize" {
+        params["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": rev,
+            "io.modelcontextprotocol/clientCapabilities": {},
+            "io.modelcontextprotocol/clientInfo": { "name": "multinode-test", "version": "0" },
+        });
+    }
+    let mut body = json!({ "jsonrpc": "2.0", "method": method, "params": params });
+    if let Some(id) = id {
+        body["id"] = json!(id);
+    }
+    let mut req = client
+        .post(node.url("/mcp"))
+        .bearer_auth(key)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", rev);
+    if modern {
+        req = req.header("mcp-method", method);
+        if let Some(name) = params["name"].as_str() {
+            req = req.header("mcp-name", name);
+        }
+    }
+    let res = req.body(body.to_string()).send().await.unwrap();
+    let status = res.status().as_u16();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Issue 5 item 1: the requests of one MCP client land on different
+/// `stack-server` processes sharing PostgreSQL, alternating per request.
+/// Stateless Streamable HTTP means no session ties the client to a node.
+async fn mcp_across_nodes(client: &reqwest::Client, a: &Node, b: &Node, key: &str, rev: &str) {
+    let agent_name = format!("mcp-{}", rev.replace('-', ""));
+    // Handshake on A: `initialize` before 2026-07-28, `server/discover` after.
+    if rev >= "2026-07-28" {
+        let (st, r) = mcp(client, a, key, rev, Some(1), "server/discover", json!({})).await;
+        assert_eq!(st, 200, "{rev} discover on A: {r}");
+        let versions = r["result"]["supportedVersions"].to_string();
+        assert!(versions.contains(rev), "{rev} discover on A: {r}");
+        assert!(r["result"]["capabilities"]["tools"].is_object(), "{r}");
+    } else {
+        let (st, r) = mcp(
+            client,
+            a,
+            key,
+            rev,
+            Some(1),
+            "initialize",
+            json!({
+                "protocolVersion": rev,
+                "capabilities": {},
+                "clientInfo": { "name": "multinode-test", "version": "0" },
+            }),
+        )
+        .await;
+        assert_eq!(st, 200, "{rev} initialize on A: {r}");
+        assert_eq!(r["result"]["protocolVersion"], rev, "{r}");
+        assert_eq!(r["result"]["serverInfo"]["name"], "stack", "{r}");
+        // The `initialized` notification goes to the other node.
+        let (st, r) = mcp(
+            client,
+            b,
+            key,
+            rev,
+            None,
+            "notifications/initialized",
+            json!({}),
+        )
+        .await;
+        assert_eq!(st, 202, "{rev} initialized on B: {r}");
+    }
+
+    // tools/list on B.
+    let (st, r) = mcp(client, b, key, rev, Some(2), "tools/list", json!({})).await;
+    assert_eq!(st, 200, "{rev} tools/list on B: {r}");
+    let names: Vec<&str> = r["result"]["tools"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    for t in [
+        "stack_register_agent",
+        "stack_list_agents",
+        "stack_audit_chain_head",
+    ] {
+        assert!(names.contains(&t), "{rev}: {t} missing from {names:?}");
+    }
+
+    // Register on B, list on A: the agent written by one process is read by
+    // the other.
+    let (st, r) = mcp(
+        client,
+        b,
+        key,
+        rev,
+        Some(3),
+        "tools/call",
+        json!({ "name": "stack_register_agent", "arguments": { "name": agent_name } }),
+    )
+    .await;
+    assert_eq!(st, 200, "{rev} register on B: {r}");
+    assert_ne!(r["result"]["isError"], true, "{rev} register on B: {r}");
+    let agent = &r["result"]["structuredContent"];
+    assert_eq!(agent["name"], agent_name.as_str(), "{r}");
+    let id = agent["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    assert!(id.starts_with("agt_"), "{r}");
+
+    let (st, r) = mcp(
+        client,
+        a,
+        key,
+        rev,
+        Some(4),
+        "tools/call",
+        json!({ "name": "stack_list_agents", "arguments": {} }),
+    )
+    .await;
+    assert_eq!(st, 200, "{rev} list on A: {r}");
+    let agents = r["result"]["structuredContent"]["agents"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .clone();
+    let found = agents.iter().find(|g| g["id"] == id.as_str());
+    assert_eq!(
+        found.map(|g| g["name"].clone()),
+        Some(json!(agent_name)),
+        "{rev}: agent registered on B not listed on A: {r}"
+    );
+
+    // And back to B: the audit chain head counts the registration, whichever
+    // node wrote it.
+    let (st, head_b) = mcp(
+        client,
+        b,
+        key,
+        rev,
+        Some(5),
+        "tools/call",
+        json!({ "name": "stack_audit_chain_head", "arguments": {} }),
+    )
+    .await;
+    assert_eq!(st, 200, "{rev} chain head on B: {head_b}");
+    let (st, head_a) = mcp(
+        client,
+        a,
+        key,
+        rev,
+        Some(6),
+        "tools/call",
+        json!({ "name": "stack_audit_chain_head", "arguments": {} }),
+    )
+    .await;
+    assert_eq!(st, 200, "{rev} chain head on A: {head_a}");
+    assert_eq!(
+        head_a["result"]["structuredContent"], head_b["result"]["structuredContent"],
+        "{rev}: the two nodes disagree on the audit chain head"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_client_alternating_nodes() {
+    let Ok(admin) = std::env::var("STACK_TEST_POSTGRES_URL") else {
+        eprintln!("STACK_TEST_POSTGRES_URL not set: skipping the two-node MCP test");
+        return;
+    };
+    let db_name = format!("stack_multinode_mcp_{}", unique());
+    let db_url = stack_store::scratch::create(&admin, &db_name)
+        .await
+        .unwrap();
+    let env = vec![
+        ("STACK_BUS".to_owned(), "postgres".to_owned()),
+        ("STACK_MASTER_KEY".to_owned(), master_key()),
+        ("STACK_DATABASE_URL".to_owned(), db_url),
+    ];
+    let dir_a = tempfile::tempdir().unwrap();
+    let dir_b = tempfile::tempdir().unwrap();
+    let env_for = |dir: &tempfile::TempDir| {
+        let mut e = env.clone();
+        e.push((
+            "STACK_DATA_DIR".to_owned(),
+            dir.path().display().to_string(),
+        ));
+        e
+    };
+    let a = Node::start(&env_for(&dir_a));
+    let key = a.key.clone().expect("node A created the first operator");
+    let b = Node::start(&env_for(&dir_b));
+    assert!(b.key.is_none(), "node B must not create another operator");
+
+    // One client (one keep-alive pool) for the whole conversation.
+    let client = reqwest::Client::new();
+    for rev in ["2025-11-25", "2026-07-28"] {
+        mcp_across_nodes(&client, &a, &b, &key, rev).await;
+    }
+
+    assert_eq!(b.stop(), Some(0));
+    assert_eq!(a.stop(), Some(0));
+    stack_store::scratch::drop(&admin, &db_name).await.unwrap();
+}
