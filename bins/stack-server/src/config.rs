@@ -268,7 +268,7 @@ impl Config {
                 .log
                 .clone()
                 .or(file.log)
-                .unwrap_or_else(|| "info".into()),
+                .unwrap_or_else(|| "info,rmcp=warn".into()),
             log_json,
             max_body_bytes: file.max_body_bytes.unwrap_or(1024 * 1024),
             mcp_allowed_hosts: file.mcp_allowed_hosts.unwrap_or(mcp_defaults.allowed_hosts),
