@@ -14,10 +14,9 @@
     clippy::indexing_slicing
 )] // tests fail loudly
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod support;
 
 use base64::Engine as _;
 use reqwest::Method;
@@ -26,88 +25,8 @@ use serde_json::{Value, json};
 /// How long a revocation may take to reach the other node in this test.
 const PROPAGATION_BOUND: Duration = Duration::from_secs(5);
 
-struct Node {
-    child: Child,
-    base: String,
-    key: Option<String>,
-}
-
-impl Node {
-    fn start(env: &[(String, String)]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_stack-server"))
-            .envs(env.iter().cloned())
-            .env("STACK_LISTEN", "127.0.0.1:0")
-            .env("STACK_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, rx) = mpsc::channel::<(bool, String)>();
-        let stdout = child.stdout.take().unwrap();
-        let tx_out = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx_out.send((true, line));
-            }
-        });
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[server] {line}");
-                let _ = tx.send((false, line));
-            }
-        });
-        // The key is printed before the "created the first operator" log
-        // line, through another pipe: once that line is seen, wait for it.
-        let mut key = None;
-        let mut expect_key = false;
-        let mut base = None;
-        while base.is_none() || (expect_key && key.is_none()) {
-            let (is_stdout, line) = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("server did not start");
-            if is_stdout {
-                if let Some(k) = line
-                    .split_whitespace()
-                    .find(|w| w.starts_with("sk_live_op_"))
-                {
-                    key = Some(k.to_owned());
-                }
-            } else if line.contains("created the first operator") {
-                expect_key = true;
-            } else if let Some(rest) = line.split("listening on http://").nth(1) {
-                base = Some(format!(
-                    "http://{}",
-                    rest.split_whitespace().next().unwrap()
-                ));
-            }
-        }
-        std::thread::spawn(move || while rx.recv().is_ok() {});
-        Self {
-            child,
-            base: base.unwrap(),
-            key,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
-    }
-
-    /// SIGTERM, then wait; returns the exit code.
-    fn stop(mut self) -> Option<i32> {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap().code()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// A node is the shared harness's server process.
+use support::Server as Node;
 
 async fn call(method: Method, url: String, bearer: &str, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::Client::builder()
@@ -266,9 +185,9 @@ async fn two_nodes(bus: &str) {
         e
     };
 
-    let a = Node::start(&env_for(&dir_a));
+    let a = Node::start(env_for(&dir_a));
     let key = a.key.clone().expect("node A created the first operator");
-    let b = Node::start(&env_for(&dir_b));
+    let b = Node::start(env_for(&dir_b));
     assert!(b.key.is_none(), "node B must not create another operator");
 
     // Issued on A, accepted on B (same signing keys, same database).
@@ -310,7 +229,7 @@ async fn two_nodes(bus: &str) {
     assert_eq!(use_passport(&b, &token3).await.0, 200);
     assert_eq!(b.stop(), Some(0), "node B did not stop cleanly");
     revoke(&a, &key, &jti3).await;
-    let b = Node::start(&env_for(&dir_b));
+    let b = Node::start(env_for(&dir_b));
     let (st, body) = use_passport(&b, &token3).await;
     assert_eq!(
         st, 401,
@@ -542,9 +461,9 @@ async fn mcp_client_alternating_nodes() {
         ));
         e
     };
-    let a = Node::start(&env_for(&dir_a));
+    let a = Node::start(env_for(&dir_a));
     let key = a.key.clone().expect("node A created the first operator");
-    let b = Node::start(&env_for(&dir_b));
+    let b = Node::start(env_for(&dir_b));
     assert!(b.key.is_none(), "node B must not create another operator");
 
     // One client (one keep-alive pool) for the whole conversation.
