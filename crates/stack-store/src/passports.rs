@@ -629,27 +629,4 @@ impl PassportStore for Db {
         append_in(&txn, &e.operator_id, audit).await?;
         commit(txn).await
     }
-
-    async fn list_security_events(
-        &self,
-        operator_id: &str,
-        unresolved_only: bool,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Vec<SecurityEvent>> {
-        let mut q = security_event::Entity::find()
-            .filter(security_event::Column::OperatorId.eq(operator_id));
-        if unresolved_only {
-            q = q.filter(security_event::Column::Resolved.eq(false));
-        }
-        q.order_by_desc(security_event::Column::CreatedAt)
-            .offset(offset)
-            .limit(limit)
-            .all(&self.conn)
-            .await
-            .map_err(db_err)?
-            .iter()
-            .map(|m| from_doc("security event", &m.doc))
-            .collect()
-    }
 }

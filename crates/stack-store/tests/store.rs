@@ -14,7 +14,7 @@ use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 use stack_app::agents::RegisterAgent;
 use stack_app::audit::{AuditListQuery, VerifyQuery};
-use stack_app::passports::PassportStore as _;
+use stack_app::scan::ScanStore as _;
 use stack_app::{App, AppConfig, SystemClock};
 use stack_core::{ErrorCode, Principal};
 use stack_crypto::SystemRandom;
@@ -555,11 +555,11 @@ both_backends!(
             0,
             "reported once"
         );
-        let events = db
-            .list_security_events(&p.operator_id, true, 0, 10)
+        let (events, total) = db
+            .security_events_page(&p.operator_id, None, true, 0, 10)
             .await
             .unwrap();
-        assert_eq!(events.len(), 1);
+        assert_eq!((events.len(), total), (1, 1));
         assert_eq!(events[0].kind, "checkpoint_silence");
         assert_eq!(events[0].passport_jti.as_deref(), Some(jti.as_str()));
         assert_eq!(verify(&app, &p).await["ok"], true);

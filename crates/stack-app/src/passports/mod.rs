@@ -354,11 +354,4 @@ pub trait PassportStore: Send + Sync + 'static {
 
     // ---- security events
     async fn insert_security_event(&self, event: &SecurityEvent, audit: NewAudit) -> Result<()>;
-    async fn list_security_events(
-        &self,
-        operator_id: &str,
-        unresolved_only: bool,
-        offset: u64,
-        limit: u64,
-    ) -> Result<Vec<SecurityEvent>>;
 }
