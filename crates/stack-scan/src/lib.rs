@@ -9,13 +9,15 @@
 //!   place) in categories such as instruction override, role spoofing, fake tool calls,
 //!   exfiltration, credential harvesting, jailbreak personas, delimiter injection,
 //!   hidden agent instructions and encoded instructions. All patterns use the
-//!   linear-time `regex` crate (no backtracking), matched in one `RegexSet` pass.
+//!   linear-time `regex` crate (no backtracking), matched by one pass of a few union regexes.
 //! * **L2**: a [`Normalizer`] that builds *views* of the input: Unicode tag characters,
 //!   variation-selector and invisible-operator smuggling decoded; invisible and bidi
 //!   characters removed; NFKC, combining marks and confusables folded; percent,
-//!   base64 (standard and URL-safe, padded or not, MIME-wrapped), base32, hex,
-//!   `\u` escapes, Morse, NATO and Braille decoded; ROT13, Atbash, reversed lines,
-//!   reversed words and reversed word order undone; leetspeak mapped. Views are decoded
+//!   base64 (standard and URL-safe, padded or not, MIME-wrapped), base32, hex, binary,
+//!   Base85 / Ascii85, uuencode, `\u` escapes, Morse, NATO, Braille and Ecoji decoded;
+//!   glued words re-spaced; ROT13, Atbash, reversed lines, reversed words and reversed
+//!   word order undone; leetspeak mapped. One prefilter regex pass per view finds every
+//!   candidate, so text with nothing encoded in it costs that pass. Views are decoded
 //!   recursively (nesting) within a [`ScanBudget`], every view is rescanned by L1, and
 //!   each match reports the layers it was found under in `decoded_via`.
 //! * Operator configuration ([`ScanConfig`], plain serde data) adds custom patterns
@@ -42,8 +44,10 @@
 pub mod catalog;
 pub mod config;
 mod decode;
+mod ecoji;
 pub mod normalize;
 mod scanner;
+mod segment;
 pub mod verdict;
 
 pub use catalog::{BUILTIN_DETECTORS, Category, DetectorCatalog, DetectorSpec, Severity};
