@@ -3,7 +3,7 @@
 # stack-server binary, with clients written outside this project (the
 # getstack SDK, the official mcp package, httpx).
 #
-#   tests/run-python.sh [pytest args...]
+#   tests/run-python.sh [pytest args...]   (test paths among them replace the default suites)
 #
 # Needs the server built first (cargo build -p stack-server); this script does
 # not build it. Env:
@@ -49,7 +49,12 @@ export STACK_SERVER_BIN="$bin"
 
 cd "$repo"
 set +e
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk tests/mcp "$@" </dev/null
+# Both suites unless the arguments name test paths of their own.
+suites=(tests/sdk tests/mcp)
+for arg in "$@"; do
+  if [ -e "${arg%%::*}" ]; then suites=(); break; fi
+done
+"$venv/bin/python" -m pytest -q -p no:cacheprovider "${suites[@]}" "$@" </dev/null
 code=$?
 set -e
 exit "$code"

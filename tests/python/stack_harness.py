@@ -130,6 +130,7 @@ class StackServer:
     api_key: str | None = None
     stdout_lines: list[str] = field(default_factory=list)
     stderr_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
     _owns_data_dir: bool = False
     _reader: threading.Thread | None = None
     _key_seen: threading.Event = field(default_factory=threading.Event)
@@ -137,8 +138,8 @@ class StackServer:
     # -- configuration ----------------------------------------------------
 
     @classmethod
-    def fresh(cls, backend: str = "sqlite") -> StackServer:
-        srv = cls(backend=backend)
+    def fresh(cls, backend: str = "sqlite", extra_env: dict[str, str] | None = None) -> StackServer:
+        srv = cls(backend=backend, extra_env=dict(extra_env or {}))
         srv.data_dir = Path(tempfile.mkdtemp(prefix=f"stack-e2e-{backend}-"))
         srv._owns_data_dir = True
         if backend == "postgres":
@@ -160,6 +161,7 @@ class StackServer:
         env.setdefault("STACK_LOG", "info")
         if self.database_url:
             env["STACK_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
         return env
 
     # -- lifecycle --------------------------------------------------------

@@ -271,13 +271,57 @@ fn bench(root: &Path, name: Option<&str>, rest: &[String]) -> anyhow::Result<()>
             )
         }
         Some("mcp") => bench_mcp(root, rest),
-        Some(other) => bail!("unknown benchmark {other}; known: scan, passport, mcp"),
+        Some("proxy") => bench_proxy(root, rest),
+        Some(other) => bail!("unknown benchmark {other}; known: scan, passport, mcp, proxy"),
         None => {
             bail!(
-                "usage: cargo xtask bench <scan [corpus] | passport [iterations] [passports] | mcp [seconds] [levels]>"
+                "usage: cargo xtask bench <scan [corpus] | passport [iterations] [passports] | mcp [seconds] [levels] | proxy [seconds] [rates]>"
             )
         }
     }
+}
+
+/// `bench proxy`: latency added by STACK's proxy next to nginx as a plain
+/// reverse proxy (installed with apt-get when missing and possible).
+fn bench_proxy(root: &Path, rest: &[String]) -> anyhow::Result<()> {
+    let has_nginx = || {
+        Command::new("nginx")
+            .arg("-v")
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !has_nginx() {
+        let installed = Command::new("apt-get")
+            .args(["install", "-y", "-q", "nginx-light"])
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success());
+        if !installed {
+            eprintln!(
+                "bench proxy: nginx is missing and could not be installed; its row is skipped"
+            );
+        }
+    }
+    run(
+        root,
+        "build the release server",
+        cargo().args(["build", "--release", "--locked", "-p", "stack-server"]),
+    )?;
+    let mut bench = cargo();
+    bench
+        .args([
+            "run",
+            "--release",
+            "--locked",
+            "-p",
+            "stack-server",
+            "--example",
+            "proxy_bench",
+            "--",
+        ])
+        .args(rest);
+    run(root, "bench proxy (direct, nginx, STACK)", &mut bench)
 }
 
 /// `bench mcp`: STACK's /mcp against the Python SDK's FastMCP server. The

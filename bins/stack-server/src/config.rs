@@ -114,6 +114,12 @@ pub struct FileConfig {
     pub oauth_registrations_per_hour: Option<u64>,
     /// Monthly scan allowance of free-tier operators (default 1,000).
     pub scan_quota_free: Option<u64>,
+    /// Monthly proxied calls of free-tier operators (default 5,000).
+    pub proxy_quota_free: Option<u64>,
+    /// Largest proxied request or response body (default 10 MiB).
+    pub proxy_max_bytes: Option<usize>,
+    /// Upstream time limit per proxied call, seconds (default 30).
+    pub proxy_timeout_seconds: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -133,6 +139,12 @@ pub struct Config {
     pub oauth_registrations_per_hour: u64,
     /// Monthly scan allowance of free-tier operators.
     pub scan_quota_free: u64,
+    /// Monthly proxied calls of free-tier operators.
+    pub proxy_quota_free: u64,
+    /// Largest proxied request or response body, bytes.
+    pub proxy_max_bytes: usize,
+    /// Upstream time limit per proxied call.
+    pub proxy_timeout: std::time::Duration,
     /// The master key (32 bytes, base64) from `STACK_MASTER_KEY`; when unset,
     /// `<data_dir>/master.key` is used (created on first start, mode 0600).
     pub master_key: Option<stack_core::Secret<String>>,
@@ -144,6 +156,9 @@ pub struct Config {
     pub proxy_allow_http: bool,
     /// `STACK_PROXY_RESOLVE=host=ip,…`: fixed addresses instead of DNS.
     pub proxy_resolve: std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
+    /// `STACK_PROXY_CA_FILE`: PEM certificates trusted for upstream TLS
+    /// besides the web PKI roots (a private CA; tests).
+    pub proxy_extra_roots: Vec<stack_egress::CertificateDer<'static>>,
 }
 
 /// Which revocation bus this node uses.
@@ -250,10 +265,37 @@ impl Config {
                     .push(ip);
             }
         }
+        let proxy_extra_roots = match std::env::var("STACK_PROXY_CA_FILE") {
+            Ok(path) if !path.trim().is_empty() => {
+                let pem = std::fs::read(path.trim())
+                    .with_context(|| format!("reading STACK_PROXY_CA_FILE {path}"))?;
+                stack_egress::parse_pem_certificates(&pem)
+                    .map_err(|e| anyhow::anyhow!("STACK_PROXY_CA_FILE: {e}"))?
+            }
+            _ => Vec::new(),
+        };
+        let proxy_max_bytes = match env_parse::<usize>("STACK_PROXY_MAX_BYTES")? {
+            Some(v) => v,
+            None => file
+                .proxy_max_bytes
+                .unwrap_or(stack_app::proxy::ProxySettings::default().max_body_bytes),
+        };
+        if proxy_max_bytes == 0 {
+            anyhow::bail!("proxy_max_bytes must be at least 1");
+        }
+        let proxy_timeout_seconds = match env_parse::<u64>("STACK_PROXY_TIMEOUT_SECONDS")? {
+            Some(v) => v,
+            None => file.proxy_timeout_seconds.unwrap_or(30),
+        };
+        if !(1..=600).contains(&proxy_timeout_seconds) {
+            anyhow::bail!("proxy_timeout_seconds must be between 1 and 600");
+        }
+        let proxy_timeout = std::time::Duration::from_secs(proxy_timeout_seconds);
         Ok(Self {
             proxy_allow_private,
             proxy_allow_http,
             proxy_resolve,
+            proxy_extra_roots,
             master_key,
             passport_issuer,
             bus,
@@ -281,8 +323,26 @@ impl Config {
                 .unwrap_or_else(|| stack_app::oauth::OAuthConfig::default().registrations_per_hour),
             scan_quota_free: file
                 .scan_quota_free
-                .unwrap_or_else(|| stack_app::scan::ScanQuotas::default().free),
+                .unwrap_or(stack_app::TierQuotas::SCAN.free),
+            proxy_quota_free: file
+                .proxy_quota_free
+                .unwrap_or(stack_app::TierQuotas::PROXY.free),
+            proxy_max_bytes,
+            proxy_timeout,
         })
+    }
+}
+
+/// A numeric environment variable: `None` when unset or empty, an error
+/// naming the variable when it does not parse.
+fn env_parse<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>> {
+    match std::env::var(name) {
+        Ok(v) if !v.trim().is_empty() => v
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{name}: {v:?} is not a valid number")),
+        _ => Ok(None),
     }
 }
 

@@ -66,11 +66,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         passport_issuer: config.passport_issuer.clone(),
         node_id: node_id(),
         scan: stack_app::scan::ScanSettings {
-            quotas: stack_app::scan::ScanQuotas {
+            quotas: stack_app::TierQuotas {
                 free: config.scan_quota_free,
-                ..stack_app::scan::ScanQuotas::default()
+                ..stack_app::TierQuotas::SCAN
             },
             ..stack_app::scan::ScanSettings::default()
+        },
+        proxy: stack_app::proxy::ProxySettings {
+            quotas: stack_app::TierQuotas {
+                free: config.proxy_quota_free,
+                ..stack_app::TierQuotas::PROXY
+            },
+            max_body_bytes: config.proxy_max_bytes,
         },
         ..AppConfig::default()
     };
@@ -245,6 +252,10 @@ fn restrict_permissions(_dir: &std::path::Path) {}
 fn build_router(config: &Config, app: App, cancel: &CancellationToken) -> Router {
     let http = HttpConfig {
         max_body_bytes: config.max_body_bytes,
+        proxy_max_body_bytes: config
+            .proxy_max_bytes
+            .saturating_mul(2)
+            .saturating_add(64 * 1024),
     };
     let mcp_config = stack_mcp::McpConfig {
         allowed_hosts: config.mcp_allowed_hosts.clone(),
@@ -325,6 +336,10 @@ async fn serve(
     let cancel = CancellationToken::new();
     start_bus(&config, &app, &cancel).await?;
     app.set_egress(egress::build(&config)?);
+    app.set_client_metadata_egress(
+        egress::build_client_metadata(&config)?,
+        config.proxy_allow_http,
+    );
     spawn_silence_sweeper(app.clone(), cancel.clone());
     let router = build_router(&config, app, &cancel);
     // With port 0 the OS picks one: report the address actually bound.

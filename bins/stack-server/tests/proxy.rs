@@ -10,67 +10,11 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, Method as HttpMethod, Uri};
-use axum::response::IntoResponse;
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::*;
 
 const SECRET: &str = "upstream_SECRET_token_0123456789";
-
-#[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<Value>>>);
-
-/// Records method, path, query, Authorization and body; answers without
-/// echoing the credential.
-async fn upstream(
-    State(seen): State<Seen>,
-    method: HttpMethod,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> impl IntoResponse {
-    let auth = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
-    seen.0.lock().unwrap().push(json!({
-        "method": method.as_str(), "path": uri.path(), "query": uri.query(),
-        "authorization": auth, "body": String::from_utf8_lossy(&body),
-    }));
-    if uri.path() == "/v1/redirect" {
-        return (
-            axum::http::StatusCode::FOUND,
-            [("location", "https://evil.example/steal")],
-            "moved",
-        )
-            .into_response();
-    }
-    if uri.path() == "/v1/fail" {
-        return (
-            axum::http::StatusCode::BAD_GATEWAY,
-            axum::Json(json!({"error": "upstream broke"})),
-        )
-            .into_response();
-    }
-    axum::Json(json!({ "ok": true, "path": uri.path(), "method": method.as_str() })).into_response()
-}
-
-async fn start_upstream() -> (u16, Seen) {
-    let seen = Seen::default();
-    let app = axum::Router::new()
-        .fallback(upstream)
-        .with_state(seen.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (port, seen)
-}
 
 async fn proxy(
     s: &Server,
@@ -93,14 +37,7 @@ async fn proxy(
 
 async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
     let (port, seen) = start_upstream().await;
-    let mut env = data.env.clone();
-    env.push(("STACK_PROXY_ALLOW_PRIVATE".into(), "127.0.0.0/8".into()));
-    env.push(("STACK_PROXY_ALLOW_HTTP".into(), "1".into()));
-    env.push((
-        "STACK_PROXY_RESOLVE".into(),
-        "api.upstream.test=127.0.0.1,other.upstream.test=127.0.0.1".into(),
-    ));
-    let s = Server::start(env);
+    let s = start_proxy_server(data, &["api.upstream.test", "other.upstream.test"]);
     let k = s.key();
     let base = format!("http://api.upstream.test:{port}");
     let (st, conn) = call(
@@ -158,7 +95,7 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
     assert_eq!(r["body"]["path"], "/v1/orders");
     assert!(!r.to_string().contains(SECRET));
     {
-        let seen = seen.0.lock().unwrap();
+        let seen = seen.requests();
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0]["authorization"], format!("Bearer {SECRET}"));
         assert_eq!(seen[0]["query"], "limit=5");
@@ -212,11 +149,7 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
         assert_eq!(r["error"]["code"], code, "{body} -> {st} {r}");
         assert!(st == 403, "{body} -> {st}");
     }
-    assert_eq!(
-        seen.0.lock().unwrap().len(),
-        1,
-        "denied calls never reach the upstream"
-    );
+    assert_eq!(seen.len(), 1, "denied calls never reach the upstream");
 
     // Upstream errors and redirects are data; the redirect is not followed.
     let (st, r) = proxy(
@@ -237,7 +170,7 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
     )
     .await;
     assert_eq!(r["status"], 302);
-    assert_eq!(seen.0.lock().unwrap().len(), 3);
+    assert_eq!(seen.len(), 3);
 
     // At most once: an unchanged retry replays, a changed one is refused.
     let id = "op_retry_0123456789abcdefgh";
@@ -246,11 +179,7 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
     let (st2, r2) = proxy(&s, &k, &token, post.clone(), Some(id)).await;
     assert_eq!((st1, st2), (200, 200));
     assert_eq!(r1, r2);
-    assert_eq!(
-        seen.0.lock().unwrap().len(),
-        4,
-        "the retry was not delivered again"
-    );
+    assert_eq!(seen.len(), 4, "the retry was not delivered again");
     let changed = json!({"service": "custom", "method": "POST", "url": format!("{base}/v1/refunds"), "body": {"amount": 11}});
     let (st, r) = proxy(&s, &k, &token, changed, Some(id)).await;
     assert_eq!(
@@ -284,7 +213,7 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
         (401, Some("PASSPORT_REVOKED")),
         "{r}"
     );
-    assert_eq!(seen.0.lock().unwrap().len(), 4);
+    assert_eq!(seen.len(), 4);
 
     // Every decision is audited, allowed or denied; the secret is in none.
     let log = client()
@@ -320,4 +249,128 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
 both_backends!(
     the_proxy_injects_checks_and_audits,
     the_proxy_injects_checks_and_audits_body
+);
+
+/// Response scanning per grant: `annotate` adds the verdict, `block` withholds
+/// a critical answer (also on a retry) and raises a security event.
+async fn responses_are_scanned_per_grant_body(data: &Data) {
+    let (port, seen) = start_upstream().await;
+    let s = start_proxy_server(data, &["api.upstream.test"]);
+    let k = s.key();
+    let base = format!("http://api.upstream.test:{port}");
+    let (_, conn) = call(
+        Method::POST,
+        s.url("/v1/services/custom"),
+        Some(&k),
+        Some(json!({"name": "mail", "credential": SECRET, "base_url": base})),
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for mode in ["off", "annotate", "block"] {
+        let (_, agent) = call(
+            Method::POST,
+            s.url("/v1/agents/register"),
+            Some(&k),
+            Some(json!({"name": format!("reader-{mode}"), "accountability_mode": "standard"})),
+        )
+        .await;
+        let (st, g) = call(
+            Method::POST,
+            s.url("/v1/services/grant"),
+            Some(&k),
+            Some(
+                json!({"agent_id": agent["id"], "service_connection_id": conn["id"],
+                "scopes": ["read", "write"], "response_scan": mode}),
+            ),
+        )
+        .await;
+        assert_eq!((st, g["response_scan"].as_str()), (201, Some(mode)), "{g}");
+        let (_, pp) = call(
+            Method::POST,
+            s.url("/v1/passports/issue"),
+            Some(&k),
+            Some(json!({"agent_id": agent["id"]})),
+        )
+        .await;
+        tokens.push(pp["token"].as_str().unwrap().to_owned());
+    }
+    let (st, bad) = call(
+        Method::POST,
+        s.url("/v1/services/grant"),
+        Some(&k),
+        Some(
+            json!({"agent_id": "agt_x", "service_connection_id": conn["id"],
+            "scopes": ["read"], "response_scan": "sometimes"}),
+        ),
+    )
+    .await;
+    assert_eq!(st, 400, "{bad}");
+    let poisoned = json!({"service": "custom", "url": format!("{base}/v1/poisoned")});
+    let clean = json!({"service": "custom", "url": format!("{base}/v1/orders")});
+
+    // off: the body passes, no verdict.
+    let (st, r) = proxy(&s, &k, &tokens[0], poisoned.clone(), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert!(r.get("scan").is_none(), "{r}");
+    assert!(
+        r["body"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Ignore all previous")
+    );
+
+    // annotate: the body passes with the verdict beside it.
+    let (st, r) = proxy(&s, &k, &tokens[1], poisoned.clone(), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["scan"]["verdict"], "critical", "{r}");
+    assert!(!r["scan"]["matches"].as_array().unwrap().is_empty());
+    assert!(
+        r["scan"]["security_event_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sev_")
+    );
+    let (_, r) = proxy(&s, &k, &tokens[1], clean.clone(), None).await;
+    assert_eq!(r["scan"]["verdict"], "clean", "{r}");
+
+    // block: a critical answer is withheld, also on a retry; clean ones pass.
+    let post = json!({"service": "custom", "method": "POST", "url": format!("{base}/v1/poisoned"), "body": {"q": 1}});
+    let id = "op_blocked_0123456789abcdefg";
+    let before = seen.len();
+    for _ in 0..2 {
+        let (st, r) = proxy(&s, &k, &tokens[2], post.clone(), Some(id)).await;
+        assert_eq!(
+            (st, r["error"]["code"].as_str()),
+            (502, Some("RESPONSE_BLOCKED")),
+            "{r}"
+        );
+        assert!(
+            !r.to_string().contains("id_rsa"),
+            "the withheld body leaked: {r}"
+        );
+        assert_eq!(r["error"]["details"]["scan"]["verdict"], "critical", "{r}");
+    }
+    assert_eq!(seen.len(), before + 1, "the retry was not sent again");
+    let (st, r) = proxy(&s, &k, &tokens[2], clean, None).await;
+    assert_eq!(
+        (st, r["scan"]["verdict"].as_str()),
+        (200, Some("clean")),
+        "{r}"
+    );
+
+    // Security events: one for annotate, one for block.
+    let (_, events) = call(Method::GET, s.url("/v1/security-events"), Some(&k), None).await;
+    let text = events.to_string();
+    assert!(
+        text.matches("proxy_response").count() >= 2
+            || text.matches("prompt_injection").count() >= 2,
+        "{events}"
+    );
+    let (_, v) = call(Method::GET, s.url("/v1/audit/verify-chain"), Some(&k), None).await;
+    assert_eq!(v["ok"], true);
+    s.stop();
+}
+both_backends!(
+    responses_are_scanned_per_grant,
+    responses_are_scanned_per_grant_body
 );

@@ -16,6 +16,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod input;
+pub mod intents;
 pub mod oauth;
 pub mod operators;
 pub mod passports;
@@ -47,6 +48,8 @@ pub struct AppConfig {
     pub node_id: String,
     /// Scan allowances and the scanner cache TTL.
     pub scan: scan::ScanSettings,
+    /// Proxy allowances and limits.
+    pub proxy: proxy::ProxySettings,
 }
 
 impl Default for AppConfig {
@@ -57,6 +60,44 @@ impl Default for AppConfig {
             passport_issuer: stack_passport::DEFAULT_ISSUER.to_owned(),
             node_id: "node".to_owned(),
             scan: scan::ScanSettings::default(),
+            proxy: proxy::ProxySettings::default(),
+        }
+    }
+}
+
+/// A monthly allowance per operator tier (calendar month, UTC); an unknown
+/// tier gets the free allowance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TierQuotas {
+    pub free: u64,
+    pub developer: u64,
+    pub studio: u64,
+    pub enterprise: u64,
+}
+
+impl TierQuotas {
+    /// Content scans per month.
+    pub const SCAN: Self = Self {
+        free: 1_000,
+        developer: 10_000,
+        studio: 100_000,
+        enterprise: 1_000_000,
+    };
+    /// Proxied calls per month.
+    pub const PROXY: Self = Self {
+        free: 5_000,
+        developer: 50_000,
+        studio: 500_000,
+        enterprise: 5_000_000,
+    };
+
+    /// The allowance of `tier`.
+    pub fn for_tier(&self, tier: &str) -> u64 {
+        match tier {
+            "developer" => self.developer,
+            "studio" => self.studio,
+            "enterprise" => self.enterprise,
+            _ => self.free,
         }
     }
 }
@@ -80,6 +121,10 @@ pub struct App {
     operator_keys: Arc<services::OperatorKeys>,
     egress: Arc<std::sync::RwLock<Option<Arc<dyn proxy::EgressPort>>>>,
     scan: Arc<scan::ScanRuntime>,
+    /// Verified bearer credentials, remembered for a few seconds.
+    credentials: Arc<auth::CredentialCache>,
+    /// Per-node OAuth state (Client ID Metadata Documents).
+    oauth: Arc<oauth::OAuthRuntime>,
 }
 
 impl std::fmt::Debug for App {
@@ -117,6 +162,8 @@ impl App {
             operator_keys: Arc::new(services::OperatorKeys::default()),
             egress: Arc::new(std::sync::RwLock::new(None)),
             scan: Arc::new(scan::ScanRuntime::default()),
+            credentials: Arc::new(auth::CredentialCache::default()),
+            oauth: Arc::new(oauth::OAuthRuntime::default()),
         }
     }
 

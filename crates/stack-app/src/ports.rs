@@ -51,6 +51,7 @@ pub trait Store:
     + crate::scan::ScanStore
     + crate::services::ServiceStore
     + crate::proxy::ProxyStore
+    + crate::intents::IntentStore
 {
 }
 
@@ -61,6 +62,7 @@ impl<T> Store for T where
         + crate::services::ServiceStore
         + crate::proxy::ProxyStore
         + crate::scan::ScanStore
+        + crate::intents::IntentStore
 {
 }
 

@@ -17,6 +17,7 @@ use stack_audit::{Layer, Outcome};
 use stack_core::{Error, ErrorCode, Permission, Principal, Result, Secret, Timestamp};
 use stack_proxy::{ConstraintSet, Credential, Target};
 
+use crate::services::ResponseScan;
 use crate::{App, NewAudit, require};
 
 /// A request as the egress adapter sends it: the checked target, never the
@@ -61,6 +62,10 @@ pub struct ProxyRequest {
     /// Which connection, when the passport holds several of the service.
     #[serde(default)]
     pub connection_id: Option<String>,
+    /// The intent approval this call redeems (`X-Intent-Approval-Id` on
+    /// REST, `approval_id` on MCP); required for enforced-mode passports.
+    #[serde(default)]
+    pub approval_id: Option<String>,
 }
 
 fn get() -> String {
@@ -77,11 +82,22 @@ pub struct ProxyOperation {
     pub operator_id: String,
     pub request_id: String,
     pub digest: String,
-    /// `dispatching`, `response_received` or `failed`.
+    /// `dispatching`, `response_received`, `response_blocked` or `failed`.
     pub state: String,
     pub response: Option<Value>,
     pub error: Option<Value>,
     pub created_at: Timestamp,
+    /// The catalog service and method of the call.
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub method: String,
+    /// The agent whose passport made the call.
+    #[serde(default)]
+    pub agent_id: Option<String>,
+    /// When the upstream answered or the call failed.
+    #[serde(default)]
+    pub finished_at: Option<Timestamp>,
 }
 
 /// Storage for proxy operations and usage meters.
@@ -91,6 +107,11 @@ pub trait ProxyStore: Send + Sync + 'static {
     /// returns the stored one when it already existed.
     async fn claim_operation(&self, op: &ProxyOperation) -> Result<Option<ProxyOperation>>;
     async fn finish_operation(&self, op: &ProxyOperation) -> Result<()>;
+    async fn get_operation(
+        &self,
+        operator_id: &str,
+        request_id: &str,
+    ) -> Result<Option<ProxyOperation>>;
     /// Adds one to the meter for the period if it stays within `limit`;
     /// `Ok(None)` when the limit is reached.
     async fn take_usage(
@@ -103,20 +124,72 @@ pub trait ProxyStore: Send + Sync + 'static {
     async fn usage(&self, operator_id: &str, meter: &str, period: &str) -> Result<u64>;
 }
 
-/// Monthly proxy calls per tier.
-pub fn proxy_quota(tier: &str) -> u64 {
-    match tier {
-        "developer" => 50_000,
-        "studio" => 500_000,
-        "enterprise" => 5_000_000,
-        _ => 5_000,
+/// Proxy allowances and limits of the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Monthly proxied calls per tier.
+    pub quotas: crate::TierQuotas,
+    /// Largest request body sent upstream, in bytes (the egress client
+    /// enforces the same limit on responses).
+    pub max_body_bytes: usize,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            quotas: crate::TierQuotas::PROXY,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
     }
 }
 
-pub const MAX_PROXY_BODY: usize = 10 * 1024 * 1024;
-
 fn denied(code: ErrorCode, message: impl Into<String>) -> Error {
     Error::new(code, message)
+}
+
+/// The answer to a retry under a known `X-STACK-Authority-Request-Id`.
+fn replay(existing: ProxyOperation, digest: &str) -> Result<Value> {
+    if existing.digest != digest {
+        return Err(Error::conflict(
+            "this X-STACK-Authority-Request-Id was used for a different request",
+        ));
+    }
+    match (existing.state.as_str(), existing.response) {
+        ("response_received", Some(r)) => Ok(r),
+        // The retry of a withheld answer is withheld again.
+        ("response_blocked", _) => Err(response_blocked(
+            existing
+                .error
+                .as_ref()
+                .and_then(|e| e.get("details"))
+                .and_then(|d| d.get("scan"))
+                .unwrap_or(&Value::Null),
+        )),
+        _ => Err(Error::conflict(
+            "this request's outcome is unknown (it was dispatched and did not complete); it is not sent twice",
+        )
+        .with_details(json!({ "delivery_state": existing.state }))),
+    }
+}
+
+/// The error for an upstream answer withheld by response scanning; the
+/// body never reaches the caller, the scan summary does.
+fn response_blocked(summary: &Value) -> Error {
+    Error::new(
+        ErrorCode::ResponseBlocked,
+        "the upstream answered, and its response was withheld: the content scan found a prompt injection",
+    )
+    .with_details(json!({ "scan": summary }))
+}
+
+/// What `decide` allows: the connection, the checked target, how the
+/// credential attaches, and what to do with the response.
+struct Decision {
+    connection: String,
+    target: Target,
+    scheme: stack_proxy::AuthScheme,
+    edits: stack_proxy::AuthEdits,
+    response_scan: ResponseScan,
 }
 
 fn request_digest(req: &ProxyRequest, method: &str) -> String {
@@ -145,7 +218,7 @@ impl App {
             .ok_or_else(|| Error::unauthorized("unknown operator"))?;
         let (period, _, _) = crate::scan::period_of(self.now());
         let used = self.store.usage(&p.operator_id, "proxy", &period).await?;
-        let limit = proxy_quota(&op.tier);
+        let limit = self.config.proxy.quotas.for_tier(&op.tier);
         Ok(
             json!({ "tier": op.tier, "limit": limit, "used": used, "remaining": limit.saturating_sub(used), "period": period }),
         )
@@ -173,6 +246,273 @@ impl App {
                 "method must be GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS",
             ));
         }
+        let record = self.proxy_passport(caller, passport_token).await?;
+        let digest = request_digest(&req, &method);
+        let mut draft = Self::draft(caller, Layer::Proxy, "credential.proxy")
+            .agent(&record.agent_id)
+            .details(json!({ "service": req.service, "method": method, "request_digest": digest }));
+        draft.passport_jti = Some(record.jti.clone());
+        draft.payload_hash = Some(digest.clone());
+
+        // Decide; every denial is audited before it is returned.
+        let decided = self.decide(&record, &method, &req).await;
+        // Enforced mode: an approved intent for exactly this call, used once.
+        let decided = match decided {
+            Ok(d) => self
+                .redeem_intent_approval(caller, &record, &method, &req, request_id)
+                .await
+                .map(|()| d),
+            Err(e) => Err(e),
+        };
+        let Decision {
+            connection,
+            target,
+            scheme,
+            edits,
+            response_scan,
+        } = match decided {
+            Ok(v) => v,
+            Err(e) => {
+                self.audit_denial(caller, draft, &e, started).await?;
+                if matches!(
+                    e.code,
+                    ErrorCode::ScopeDenied | ErrorCode::ConstraintViolation
+                ) {
+                    let _ = self
+                        .raise_security_event(
+                            &caller.operator_id,
+                            Some(&record.agent_id),
+                            Some(&record.jti),
+                            "credential_outside_scope",
+                            "warning",
+                            &e.message,
+                            json!({ "service": req.service }),
+                        )
+                        .await;
+                }
+                return Err(e);
+            }
+        };
+        draft = draft.target("connection", &connection);
+
+        // At most once for non-GET calls that carry an id: a known id is
+        // answered from its record before anything is metered or sent.
+        let dedupe = request_id.filter(|_| method != "GET" && method != "HEAD");
+        if let Some(id) = dedupe
+            && let Some(existing) = self.store.get_operation(&caller.operator_id, id).await?
+        {
+            return replay(existing, &digest);
+        }
+
+        // Quota.
+        let operator = self
+            .store
+            .get_operator(&caller.operator_id)
+            .await?
+            .ok_or_else(|| Error::unauthorized("unknown operator"))?;
+        let (period, _, _) = crate::scan::period_of(self.now());
+        if self
+            .store
+            .take_usage(
+                &caller.operator_id,
+                "proxy",
+                &period,
+                self.config.proxy.quotas.for_tier(&operator.tier),
+            )
+            .await?
+            .is_none()
+        {
+            let e = Error::new(
+                ErrorCode::QuotaExceeded,
+                format!(
+                    "the {} tier's monthly proxy quota is used up",
+                    operator.tier
+                ),
+            );
+            self.audit_denial(caller, draft, &e, started).await?;
+            return Err(e);
+        }
+
+        let mut claimed: Option<ProxyOperation> = None;
+        if let Some(id) = dedupe {
+            let op = ProxyOperation {
+                operator_id: caller.operator_id.clone(),
+                request_id: id.to_owned(),
+                digest: digest.clone(),
+                state: "dispatching".into(),
+                response: None,
+                error: None,
+                created_at: self.now(),
+                service: req.service.clone(),
+                method: method.clone(),
+                agent_id: Some(record.agent_id.clone()),
+                finished_at: None,
+            };
+            // A concurrent call with the same id may have claimed it since.
+            if let Some(existing) = self.store.claim_operation(&op).await? {
+                return replay(existing, &digest);
+            }
+            claimed = Some(op);
+        }
+
+        let egress = self
+            .egress
+            .read()
+            .ok()
+            .and_then(|e| e.clone())
+            .ok_or_else(|| Error::not_implemented("the proxy's egress client"))?;
+        let body = match &req.body {
+            None => None,
+            Some(Value::String(s)) => Some(s.clone().into_bytes()),
+            Some(v) => Some(
+                serde_json::to_vec(v).map_err(|_| Error::validation("body does not serialize"))?,
+            ),
+        };
+        let limit = self.config.proxy.max_body_bytes;
+        if body.as_ref().is_some_and(|b| b.len() > limit) {
+            return Err(Error::new(
+                ErrorCode::PayloadTooLarge,
+                format!("the proxied body is larger than {limit} bytes"),
+            )
+            .with_details(json!({ "limit_bytes": limit })));
+        }
+        let mut caller_headers: BTreeMap<String, String> = req
+            .headers
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect();
+        stack_proxy::strip_caller_auth(&mut caller_headers, &scheme);
+        let mut headers: Vec<(String, Secret<String>)> = caller_headers
+            .into_iter()
+            .map(|(k, v)| (k, Secret::new(v)))
+            .collect();
+        if req.body.as_ref().is_some_and(|b| !b.is_string())
+            && !headers.iter().any(|(k, _)| k == "content-type")
+        {
+            headers.push((
+                "content-type".into(),
+                Secret::new("application/json".into()),
+            ));
+        }
+        for (name, value) in edits.headers {
+            headers.retain(|(k, _)| *k != name);
+            headers.push((name, value));
+        }
+        let mut target = target;
+        if !edits.query.is_empty() {
+            let mut pairs: Vec<(String, String)> = target.query_pairs();
+            for (name, value) in &edits.query {
+                pairs.retain(|(k, _)| k != name);
+                pairs.push((name.clone(), value.expose().clone()));
+            }
+            target.query = Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
+                    .collect::<Vec<_>>()
+                    .join("&"),
+            );
+        }
+        // An OAuth connection's token refused with 401 is refreshed once and the call retried.
+        let sent = self
+            .send_with_oauth_retry(
+                egress.as_ref(),
+                &caller.operator_id,
+                &connection,
+                Outbound {
+                    target,
+                    method: method.clone(),
+                    headers,
+                    body,
+                },
+            )
+            .await;
+        let elapsed = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        match sent {
+            Ok(inbound) => {
+                let body: Value = serde_json::from_slice(&inbound.body).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&inbound.body).into_owned())
+                });
+                let mut response =
+                    json!({ "status": inbound.status, "headers": inbound.headers, "body": body });
+                let mut d = draft;
+                d.duration_ms = Some(elapsed);
+                if let Value::Object(m) = &mut d.details {
+                    m.insert("upstream_status".into(), json!(inbound.status));
+                }
+                // Response scanning per grant: annotate, or withhold a
+                // critical answer in block mode.
+                let mut withheld = None;
+                if response_scan != ResponseScan::Off {
+                    let (summary, critical) = self
+                        .scan_response(
+                            &caller.operator_id,
+                            &record.agent_id,
+                            &record.jti,
+                            &connection,
+                            &inbound.body,
+                        )
+                        .await?;
+                    if let Value::Object(m) = &mut d.details {
+                        m.insert("response_scan".into(), summary.clone());
+                    }
+                    if critical && response_scan == ResponseScan::Block {
+                        let e = response_blocked(&summary);
+                        d.outcome = Outcome::Blocked;
+                        d.error_code = Some(e.code.as_str().into());
+                        d.error_message = Some(e.message.clone());
+                        withheld = Some(e);
+                    } else if let Value::Object(m) = &mut response {
+                        m.insert("scan".into(), summary);
+                    }
+                }
+                let audit = self.audit(d)?;
+                self.store.append_audit(&caller.operator_id, audit).await?;
+                if let Some(op) = &claimed {
+                    let (state, stored, error) = match &withheld {
+                        Some(e) => (
+                            "response_blocked",
+                            None,
+                            Some(
+                                json!({ "code": e.code.as_str(), "message": e.message, "details": e.details }),
+                            ),
+                        ),
+                        None => ("response_received", Some(response.clone()), None),
+                    };
+                    self.finish(op, state, stored, error).await?;
+                }
+                withheld.map_or(Ok(response), Err)
+            }
+            Err(e) => {
+                if let Some(op) = &claimed {
+                    self.finish(
+                        op,
+                        "failed",
+                        None,
+                        Some(json!({ "code": e.code.as_str(), "message": e.message })),
+                    )
+                    .await?;
+                }
+                let mut d = draft;
+                d.duration_ms = Some(elapsed);
+                d.outcome = Outcome::Failure;
+                d.error_code = Some(e.code.as_str().into());
+                d.error_message = Some(e.message.clone());
+                let audit = self.audit(d)?;
+                self.store.append_audit(&caller.operator_id, audit).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// The live passport a proxy call acts under: `X-Passport-Token`, or the
+    /// bearer itself when the caller authenticated with a passport. It must
+    /// belong to the caller's operator.
+    async fn proxy_passport(
+        &self,
+        caller: &Principal,
+        passport_token: Option<&str>,
+    ) -> Result<crate::passports::PassportRecord> {
         let record = match (passport_token, &caller.kind) {
             (Some(token), _) => self.live_passport(token).await?.1,
             // The caller authenticated with the passport itself.
@@ -207,232 +547,23 @@ impl App {
                 "the passport belongs to another operator",
             ));
         }
-        let digest = request_digest(&req, &method);
-        let mut draft = Self::draft(caller, Layer::Proxy, "credential.proxy")
-            .agent(&record.agent_id)
-            .details(json!({ "service": req.service, "method": method, "request_digest": digest }));
-        draft.passport_jti = Some(record.jti.clone());
-        draft.payload_hash = Some(digest.clone());
-
-        // Decide; every denial is audited before it is returned.
-        let decided = self.decide(&record, &method, &req).await;
-        let (connection, target, scheme_edits) = match decided {
-            Ok(v) => v,
-            Err(e) => {
-                self.audit_denial(caller, draft, &e, started).await?;
-                if matches!(
-                    e.code,
-                    ErrorCode::ScopeDenied | ErrorCode::ConstraintViolation
-                ) {
-                    let _ = self
-                        .raise_security_event(
-                            &caller.operator_id,
-                            Some(&record.agent_id),
-                            Some(&record.jti),
-                            "credential_outside_scope",
-                            "warning",
-                            &e.message,
-                            json!({ "service": req.service }),
-                        )
-                        .await;
-                }
-                return Err(e);
-            }
-        };
-        draft = draft.target("connection", &connection);
-
-        // At most once for non-GET calls that carry an id.
-        let dedupe = request_id.filter(|_| method != "GET" && method != "HEAD");
-        if let Some(id) = dedupe {
-            let op = ProxyOperation {
-                operator_id: caller.operator_id.clone(),
-                request_id: id.to_owned(),
-                digest: digest.clone(),
-                state: "dispatching".into(),
-                response: None,
-                error: None,
-                created_at: self.now(),
-            };
-            if let Some(existing) = self.store.claim_operation(&op).await? {
-                if existing.digest != digest {
-                    return Err(Error::conflict(
-                        "this X-STACK-Authority-Request-Id was used for a different request",
-                    ));
-                }
-                return match (existing.state.as_str(), existing.response) {
-                    ("response_received", Some(r)) => Ok(r),
-                    _ => Err(Error::conflict("this request's outcome is unknown (it was dispatched and did not complete); it is not sent twice")
-                        .with_details(json!({ "delivery_state": existing.state }))),
-                };
-            }
-        }
-
-        // Quota.
-        let operator = self
-            .store
-            .get_operator(&caller.operator_id)
-            .await?
-            .ok_or_else(|| Error::unauthorized("unknown operator"))?;
-        let (period, _, _) = crate::scan::period_of(self.now());
-        if self
-            .store
-            .take_usage(
-                &caller.operator_id,
-                "proxy",
-                &period,
-                proxy_quota(&operator.tier),
-            )
-            .await?
-            .is_none()
-        {
-            let e = Error::new(
-                ErrorCode::QuotaExceeded,
-                format!(
-                    "the {} tier's monthly proxy quota is used up",
-                    operator.tier
-                ),
-            );
-            self.audit_denial(caller, draft, &e, started).await?;
-            return Err(e);
-        }
-
-        let egress = self
-            .egress
-            .read()
-            .ok()
-            .and_then(|e| e.clone())
-            .ok_or_else(|| Error::not_implemented("the proxy's egress client"))?;
-        let body = match &req.body {
-            None => None,
-            Some(Value::String(s)) => Some(s.clone().into_bytes()),
-            Some(v) => Some(
-                serde_json::to_vec(v).map_err(|_| Error::validation("body does not serialize"))?,
-            ),
-        };
-        if body.as_ref().is_some_and(|b| b.len() > MAX_PROXY_BODY) {
-            return Err(Error::new(
-                ErrorCode::PayloadTooLarge,
-                "the proxied body is over 10 MB",
-            ));
-        }
-        let mut caller_headers: BTreeMap<String, String> = req
-            .headers
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-            .collect();
-        let (scheme, edits) = scheme_edits;
-        stack_proxy::strip_caller_auth(&mut caller_headers, &scheme);
-        let mut headers: Vec<(String, Secret<String>)> = caller_headers
-            .into_iter()
-            .map(|(k, v)| (k, Secret::new(v)))
-            .collect();
-        if req.body.as_ref().is_some_and(|b| !b.is_string())
-            && !headers.iter().any(|(k, _)| k == "content-type")
-        {
-            headers.push((
-                "content-type".into(),
-                Secret::new("application/json".into()),
-            ));
-        }
-        for (name, value) in edits.headers {
-            headers.retain(|(k, _)| *k != name);
-            headers.push((name, value));
-        }
-        let mut target = target;
-        if !edits.query.is_empty() {
-            let mut pairs: Vec<(String, String)> = target.query_pairs();
-            for (name, value) in &edits.query {
-                pairs.retain(|(k, _)| k != name);
-                pairs.push((name.clone(), value.expose().clone()));
-            }
-            target.query = Some(
-                pairs
-                    .iter()
-                    .map(|(k, v)| format!("{}={}", urlencode(k), urlencode(v)))
-                    .collect::<Vec<_>>()
-                    .join("&"),
-            );
-        }
-        let sent = egress
-            .send(Outbound {
-                target,
-                method: method.clone(),
-                headers,
-                body,
-            })
-            .await;
-        let elapsed = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        match sent {
-            Ok(inbound) => {
-                let body: Value = serde_json::from_slice(&inbound.body).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&inbound.body).into_owned())
-                });
-                let response =
-                    json!({ "status": inbound.status, "headers": inbound.headers, "body": body });
-                let mut d = draft;
-                d.duration_ms = Some(elapsed);
-                if let Value::Object(m) = &mut d.details {
-                    m.insert("upstream_status".into(), json!(inbound.status));
-                }
-                let audit = self.audit(d)?;
-                self.store.append_audit(&caller.operator_id, audit).await?;
-                if let Some(id) = dedupe {
-                    self.finish(
-                        caller,
-                        id,
-                        &digest,
-                        "response_received",
-                        Some(response.clone()),
-                        None,
-                    )
-                    .await?;
-                }
-                Ok(response)
-            }
-            Err(e) => {
-                if let Some(id) = dedupe {
-                    self.finish(
-                        caller,
-                        id,
-                        &digest,
-                        "failed",
-                        None,
-                        Some(json!({ "code": e.code.as_str(), "message": e.message })),
-                    )
-                    .await?;
-                }
-                let mut d = draft;
-                d.duration_ms = Some(elapsed);
-                d.outcome = Outcome::Failure;
-                d.error_code = Some(e.code.as_str().into());
-                d.error_message = Some(e.message.clone());
-                let audit = self.audit(d)?;
-                self.store.append_audit(&caller.operator_id, audit).await?;
-                Err(e)
-            }
-        }
+        Ok(record)
     }
 
+    /// Records the outcome of a claimed operation.
     async fn finish(
         &self,
-        caller: &Principal,
-        id: &str,
-        digest: &str,
+        op: &ProxyOperation,
         state: &str,
         response: Option<Value>,
         error: Option<Value>,
     ) -> Result<()> {
-        self.store
-            .finish_operation(&ProxyOperation {
-                operator_id: caller.operator_id.clone(),
-                request_id: id.to_owned(),
-                digest: digest.to_owned(),
-                state: state.to_owned(),
-                response,
-                error,
-                created_at: self.now(),
-            })
-            .await
+        let mut done = op.clone();
+        done.state = state.to_owned();
+        done.response = response;
+        done.error = error;
+        done.finished_at = Some(self.now());
+        self.store.finish_operation(&done).await
     }
 
     async fn audit_denial(
@@ -458,11 +589,7 @@ impl App {
         record: &crate::passports::PassportRecord,
         method: &str,
         req: &ProxyRequest,
-    ) -> Result<(
-        String,
-        Target,
-        (stack_proxy::AuthScheme, stack_proxy::AuthEdits),
-    )> {
+    ) -> Result<Decision> {
         let grant = record
             .services
             .iter()
@@ -491,12 +618,8 @@ impl App {
         }
         let owner = Principal::operator(record.operator_id.clone());
         let (connection, sealed) = self.load_connection(&owner, &grant.connection_id).await?;
-        if connection.status != "active" {
-            return Err(denied(
-                ErrorCode::ScopeDenied,
-                "the connection is disconnected",
-            ));
-        }
+        // Disconnected: SCOPE_DENIED; an OAuth connection whose refresh was refused: 409.
+        crate::services::oauth::check_usable(&connection)?;
         let needed = if matches!(method, "GET" | "HEAD" | "OPTIONS") {
             "read"
         } else {
@@ -565,7 +688,8 @@ impl App {
         })?;
         let sealed = sealed
             .ok_or_else(|| denied(ErrorCode::ScopeDenied, "the connection has no credential"))?;
-        let secret = self.open_secret(&connection, &sealed).await?;
+        // OAuth: the access token only, refreshed first when it is about to expire.
+        let secret = self.usable_secret(&connection, &sealed).await?;
         let credential = if secret.len() == 1 {
             match secret.into_values().next() {
                 Some(v) => Credential::Token(v),
@@ -576,11 +700,19 @@ impl App {
         };
         let edits = stack_proxy::attach(&connection.auth, &credential)
             .map_err(|e| Error::internal(format!("credential does not attach: {e}")))?;
-        Ok((
-            connection.id.clone(),
+        let response_scan = live
+            .iter()
+            .filter(|g| g.connection_id == grant.connection_id)
+            .map(|g| g.response_scan)
+            .max()
+            .unwrap_or_default();
+        Ok(Decision {
+            connection: connection.id.clone(),
             target,
-            (connection.auth.clone(), edits),
-        ))
+            scheme: connection.auth.clone(),
+            edits,
+            response_scan,
+        })
     }
 }
 
@@ -591,6 +723,89 @@ fn urlencode(s: &str) -> String {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// `POST /v1/proxy/operations/get`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GetOperation {
+    pub operation_id: String,
+    #[serde(default)]
+    pub include_response: bool,
+}
+
+impl App {
+    /// Delivery, replay and accounting state of one recorded proxy write
+    /// (the SDK's `ProxyOperation`). Only the agent whose passport made the
+    /// call sees it; anything else is `404`, like an unknown id.
+    pub async fn proxy_operation(
+        &self,
+        caller: &Principal,
+        passport_token: Option<&str>,
+        cmd: GetOperation,
+    ) -> Result<Value> {
+        require(caller, Permission::Proxy)?;
+        if passport_token.is_none()
+            && !matches!(
+                caller.kind,
+                stack_core::principal::PrincipalKind::Passport { .. }
+            )
+        {
+            return Err(Error::unauthorized(
+                "reading a proxy operation needs the passport: send X-Passport-Token",
+            ));
+        }
+        let record = self.proxy_passport(caller, passport_token).await?;
+        let unknown = || Error::not_found("proxy operation", &cmd.operation_id);
+        let op = self
+            .store
+            .get_operation(&caller.operator_id, &cmd.operation_id)
+            .await?
+            .ok_or_else(unknown)?;
+        if op.agent_id.as_deref() != Some(record.agent_id.as_str()) {
+            return Err(unknown());
+        }
+        Ok(operation_view(&op, cmd.include_response))
+    }
+}
+
+fn operation_view(op: &ProxyOperation, include_response: bool) -> Value {
+    let (delivery, replay) = match op.state.as_str() {
+        "response_received" => ("response_received", "available"),
+        // Answered, and withheld by response scanning: never replayed.
+        "response_blocked" => ("response_received", "erased"),
+        "dispatching" => ("dispatching", "none"),
+        // Sent or not, no answer came back.
+        _ => ("outcome_unknown", "none"),
+    };
+    let mut out = json!({
+        "operation_id": op.request_id,
+        "delivery_state": delivery,
+        "replay_state": replay,
+        // The unit is metered before the call is sent.
+        "accounting_state": "committed",
+        "provider": op.service,
+        "method": op.method,
+        "created_at": op.created_at.to_rfc3339(),
+        "dispatched_at": op.created_at.to_rfc3339(),
+        "response_received_at": (delivery == "response_received")
+            .then(|| op.finished_at.map(Timestamp::to_rfc3339))
+            .flatten(),
+        "provider_outcome": "not_required",
+        "provider_status": Value::Null,
+    });
+    if let Value::Object(m) = &mut out {
+        if let Some(e) = &op.error {
+            m.insert("error".into(), e.clone());
+        }
+        if include_response
+            && replay == "available"
+            && let Some(r) = &op.response
+        {
+            m.insert("response".into(), r.clone());
         }
     }
     out

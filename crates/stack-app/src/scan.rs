@@ -55,36 +55,7 @@ pub const CONTEXTS: &[&str] = &[
 ];
 
 /// Monthly scan allowance per tier (calendar month, UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ScanQuotas {
-    pub free: u64,
-    pub developer: u64,
-    pub studio: u64,
-    pub enterprise: u64,
-}
-
-impl Default for ScanQuotas {
-    fn default() -> Self {
-        Self {
-            free: 1_000,
-            developer: 10_000,
-            studio: 100_000,
-            enterprise: 1_000_000,
-        }
-    }
-}
-
-impl ScanQuotas {
-    /// The allowance of `tier`; an unknown tier gets the free allowance.
-    pub fn for_tier(&self, tier: &str) -> u64 {
-        match tier {
-            "developer" => self.developer,
-            "studio" => self.studio,
-            "enterprise" => self.enterprise,
-            _ => self.free,
-        }
-    }
-}
+pub type ScanQuotas = crate::TierQuotas;
 
 /// Scan settings of the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,7 +69,7 @@ pub struct ScanSettings {
 impl Default for ScanSettings {
     fn default() -> Self {
         Self {
-            quotas: ScanQuotas::default(),
+            quotas: crate::TierQuotas::SCAN,
             cache_ttl_ms: 30_000,
         }
     }
@@ -993,6 +964,61 @@ impl App {
             );
         }
         Ok(out)
+    }
+
+    /// Scans an upstream response for the proxy (a grant with response
+    /// scanning). Not metered against the scan allowance. Returns the
+    /// summary added to the proxy's answer (no excerpts: the caller gets the
+    /// body itself unless it is withheld) and whether it is critical; a
+    /// critical verdict raises a `prompt_injection` security event.
+    pub(crate) async fn scan_response(
+        &self,
+        operator_id: &str,
+        agent_id: &str,
+        jti: &str,
+        connection_id: &str,
+        body: &[u8],
+    ) -> Result<(Value, bool)> {
+        let text = String::from_utf8_lossy(body).into_owned();
+        let scanner = self.scanner_for(operator_id).await?;
+        let verdict = tokio::task::spawn_blocking(move || scanner.scan(&text))
+            .await
+            .map_err(|_| Error::internal("the scan task failed"))?;
+        let critical = verdict.verdict == VerdictLevel::Critical;
+        let matches = audited_matches(&verdict);
+        let mut summary = json!({
+            "verdict": verdict.verdict.as_str(),
+            "score": verdict.score,
+            "matches": matches,
+            "truncated": verdict.truncated,
+        });
+        if critical {
+            let top = verdict
+                .matches
+                .first()
+                .map_or("unknown", |m| m.detector.as_str());
+            let event = self
+                .raise_security_event(
+                    operator_id,
+                    Some(agent_id),
+                    Some(jti),
+                    PROMPT_INJECTION_EVENT,
+                    "critical",
+                    &format!("an upstream response through connection {connection_id} holds a prompt injection ({top})"),
+                    json!({
+                        "source": "proxy_response",
+                        "connection_id": connection_id,
+                        "matches": summary.get("matches"),
+                        "score": verdict.score,
+                        "payload_hash": stack_crypto::sha256_hex(body),
+                    }),
+                )
+                .await?;
+            if let Value::Object(m) = &mut summary {
+                m.insert("security_event_id".into(), json!(event.id));
+            }
+        }
+        Ok((summary, critical))
     }
 
     /// `GET /v1/scan/usage`.

@@ -8,9 +8,15 @@
 //! **grant** gives one agent some of a connection's scopes, optionally
 //! narrowed by constraints and named intents; passports carry an agent's
 //! grants as `stk.services`.
+//!
+//! [`oauth`] connects catalog services by the OAuth authorization-code flow
+//! and keeps their tokens fresh; [`verify`] health-checks a connection.
+
+pub mod oauth;
+pub mod verify;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -46,13 +52,33 @@ pub struct Connection {
     pub fields: BTreeMap<String, String>,
     /// Names of the sealed secret fields (values are never here).
     pub secret_fields: Vec<String>,
-    /// `active` or `disconnected`.
+    /// `active`, `invalid_credential` (the last verification was refused),
+    /// `needs_reauth` (an OAuth refresh failed) or `disconnected`.
     pub status: String,
     /// `custom`, `token` or `oauth`.
     pub connected_via: String,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Token state of a connection made by OAuth (never a token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<oauth::ConnectionOAuth>,
+    /// The last verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verification: Option<verify::Verification>,
 }
+
+/// A change to a stored connection, decided under its row lock.
+#[derive(Debug)]
+pub struct ConnectionUpdate {
+    pub connection: Connection,
+    /// A new sealed secret; `None` keeps the stored one.
+    pub sealed: Option<String>,
+    pub audit: Option<NewAudit>,
+}
+
+/// Sees the stored connection (locked) and returns the change to store, or
+/// `None` to leave it as it is.
+pub type ConnectionChange = Box<dyn FnOnce(&Connection) -> Result<Option<ConnectionUpdate>> + Send>;
 
 /// A grant of some of a connection's scopes to one agent.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,8 +94,35 @@ pub struct Grant {
     /// The named intents as requested, for display.
     pub intents: Vec<Value>,
     pub allow_data_from: Vec<String>,
+    /// What the proxy does with upstream responses under this grant.
+    #[serde(default)]
+    pub response_scan: ResponseScan,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+}
+
+/// Content scanning of upstream responses, per grant.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseScan {
+    /// Responses pass unscanned.
+    #[default]
+    Off,
+    /// Responses are scanned and the verdict is added as `scan`.
+    Annotate,
+    /// As `annotate`, and a critical verdict withholds the response
+    /// (`RESPONSE_BLOCKED`).
+    Block,
+}
+
+impl ResponseScan {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Annotate => "annotate",
+            Self::Block => "block",
+        }
+    }
 }
 
 /// Storage for operator data keys, connections and grants.
@@ -103,11 +156,57 @@ pub trait ServiceStore: Send + Sync + 'static {
         now: Timestamp,
         audit: NewAudit,
     ) -> Result<u64>;
+    /// Loads and locks the connection, applies `change`, stores the result
+    /// (and its audit entry) in one transaction. `Ok(None)` when there is
+    /// no such connection; otherwise the stored connection and whether it
+    /// changed.
+    async fn update_connection(
+        &self,
+        operator_id: &str,
+        id: &str,
+        change: ConnectionChange,
+    ) -> Result<Option<(Connection, bool)>>;
+
+    // ---- upstream OAuth (see [`oauth`])
+    /// Stores (inserts or replaces) the operator's OAuth client for a service.
+    async fn put_oauth_app(
+        &self,
+        app: &oauth::OAuthApp,
+        sealed_secret: &str,
+        audit: NewAudit,
+    ) -> Result<()>;
+    async fn get_oauth_app(
+        &self,
+        operator_id: &str,
+        service: &str,
+    ) -> Result<Option<(oauth::OAuthApp, String)>>;
+    async fn list_oauth_apps(&self, operator_id: &str) -> Result<Vec<oauth::OAuthApp>>;
+    async fn delete_oauth_app(
+        &self,
+        operator_id: &str,
+        service: &str,
+        audit: NewAudit,
+    ) -> Result<bool>;
+    /// Records a pending authorization (and its audit entry); also drops
+    /// expired ones.
+    async fn insert_connect_state(
+        &self,
+        pending: &oauth::PendingConnect,
+        audit: NewAudit,
+    ) -> Result<()>;
+    /// Removes and returns the pending authorization with this state
+    /// digest: a state is usable once.
+    async fn take_connect_state(&self, digest: &str) -> Result<Option<oauth::PendingConnect>>;
 }
 
-/// Per-node cache of unwrapped operator data keys.
+/// Per-node service state: the cache of unwrapped operator data keys, and
+/// one lock per connection so this node refreshes an OAuth token once at a
+/// time (across nodes, the stored refresh lease serialises).
 #[derive(Default)]
-pub struct OperatorKeys(RwLock<HashMap<String, DataKey>>);
+pub struct OperatorKeys(
+    RwLock<HashMap<String, DataKey>>,
+    Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+);
 
 impl std::fmt::Debug for OperatorKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -149,6 +248,9 @@ pub fn connection_view(c: &Connection) -> Value {
         "connected_at": c.created_at.to_rfc3339(),
         "created_at": c.created_at.to_rfc3339(),
         "updated_at": c.updated_at.to_rfc3339(),
+        "oauth": c.oauth.as_ref().map(oauth::ConnectionOAuth::view),
+        "verification": c.verification.as_ref().map(verify::Verification::view),
+        "verified_at": c.verification.as_ref().map(|v| v.checked_at.to_rfc3339()),
     })
 }
 
@@ -163,6 +265,7 @@ pub fn grant_view(g: &Grant) -> Value {
         "constraints": g.constraints,
         "intents": g.intents,
         "allow_data_from": g.allow_data_from,
+        "response_scan": g.response_scan.as_str(),
         "created_at": g.created_at.to_rfc3339(),
         "revoked_at": g.revoked_at.map(Timestamp::to_rfc3339),
     })
@@ -181,6 +284,9 @@ pub struct ConnectCustom {
     pub base_url: Option<String>,
     #[serde(default)]
     pub auth: Option<CustomAuth>,
+    /// The path `verify` calls (default `/`).
+    #[serde(default)]
+    pub verify_path: Option<String>,
 }
 
 /// How a custom credential is attached: `{type: bearer|header|query|basic, name}`.
@@ -196,10 +302,15 @@ fn bearer() -> String {
     "bearer".into()
 }
 
-/// `POST /v1/services/connect` (a token for a catalog service).
+/// `POST /v1/services/connect`: a token or credential for a catalog
+/// service, or neither to start the OAuth authorization-code flow.
 #[derive(Debug, Clone, Deserialize)]
 pub struct ConnectService {
     pub service_id: String,
+    /// Re-authorize this existing connection (OAuth flow only) instead of
+    /// creating a new one; its grants stay.
+    #[serde(default)]
+    pub connection_id: Option<String>,
     #[serde(default)]
     pub oauth_token: Option<String>,
     #[serde(default)]
@@ -225,6 +336,9 @@ pub struct GrantAccess {
     pub intents: Vec<Value>,
     #[serde(default)]
     pub allow_data_from: Vec<String>,
+    /// `off` (default), `annotate` or `block`.
+    #[serde(default, alias = "scan_responses")]
+    pub response_scan: ResponseScan,
 }
 
 const MAX_SECRET_BYTES: usize = 64 * 1024;
@@ -523,6 +637,21 @@ impl App {
                 "http"
             }
         );
+        let mut fields = BTreeMap::new();
+        if let Some(path) = cmd.verify_path.filter(|v| !v.is_empty()) {
+            let ok = path.len() <= 512
+                && path.starts_with('/')
+                && path
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._~-?=&%".contains(&b));
+            if !ok {
+                return Err(Error::invalid_field(
+                    "verify_path",
+                    "verify_path must be a path such as /v1/me",
+                ));
+            }
+            fields.insert("verify_path".to_owned(), path);
+        }
         self.store_connection(
             p,
             "custom",
@@ -532,7 +661,7 @@ impl App {
             Some(origin),
             auth,
             scopes,
-            BTreeMap::new(),
+            fields,
             secret,
             "custom",
         )
@@ -569,13 +698,22 @@ impl App {
                 "token",
             ),
             (_, Some(c)) => (secret_map(c.clone())?, service.auth.clone(), "custom"),
+            _ if service.oauth.is_some() => {
+                return self.start_oauth_connect(p, service, cmd).await;
+            }
             _ => {
                 return Err(Error::invalid_field(
                     "oauth_token",
-                    "oauth_token (or credential) is required",
+                    "oauth_token (or credential) is required: this service does not connect by OAuth",
                 ));
             }
         };
+        if cmd.connection_id.is_some() {
+            return Err(Error::invalid_field(
+                "connection_id",
+                "connection_id re-authorizes a connection through the OAuth flow: send no oauth_token or credential",
+            ));
+        }
         let hosts = service
             .resolve_hosts(&cmd.fields)
             .map_err(|e| Error::invalid_field("fields", e.to_string()))?;
@@ -632,6 +770,8 @@ impl App {
             connected_via: via.to_owned(),
             created_at: now,
             updated_at: now,
+            oauth: None,
+            verification: None,
         };
         let sealed = self.seal_secret(&p.operator_id, &id, &secret).await?;
         drop(secret);
@@ -676,8 +816,8 @@ impl App {
         require(p, Permission::ServicesWrite)?;
         let agent = self.load_agent(p, &cmd.agent_id).await?;
         let (c, _) = self.load_connection(p, &cmd.service_connection_id).await?;
-        if c.status != "active" {
-            return Err(Error::conflict("the connection is disconnected"));
+        if c.status == "disconnected" || c.status == "needs_reauth" {
+            return Err(Error::conflict(format!("the connection is {}", c.status)));
         }
         if cmd.scopes.is_empty() {
             return Err(Error::invalid_field(
@@ -712,6 +852,7 @@ impl App {
             constraints: compiled.to_values(),
             intents: cmd.intents,
             allow_data_from: cmd.allow_data_from,
+            response_scan: cmd.response_scan,
             created_at: now,
             revoked_at: None,
         };
@@ -719,7 +860,7 @@ impl App {
             Self::draft(p, Layer::Vault, "grant.create")
                 .agent(&agent.id)
                 .target("grant", &g.id)
-                .details(json!({ "connection_id": c.id, "scopes": g.scopes, "constraints": g.constraints.len() })),
+                .details(json!({ "connection_id": c.id, "scopes": g.scopes, "constraints": g.constraints.len(), "response_scan": g.response_scan.as_str() })),
         )?;
         self.store.insert_grant(&g, audit).await?;
         Ok(grant_view(&g))
@@ -796,7 +937,7 @@ impl App {
         let connections = self.store.list_connections(&p.operator_id).await?;
         let c = connections
             .into_iter()
-            .filter(|c| c.status == "active")
+            .filter(|c| c.status != "disconnected")
             .find(|c| {
                 if by_connection {
                     c.id == provider_or_connection
@@ -845,9 +986,10 @@ impl App {
                 Err(e)
             }
         })?;
-        let (_, sealed) = self.load_connection(p, &c.id).await?;
+        let (c, sealed) = self.load_connection(p, &c.id).await?;
         let sealed = sealed.ok_or_else(|| Error::not_found("credential", &c.id))?;
-        let secret = self.open_secret(&c, &sealed).await?;
+        // OAuth connections hand out the (fresh) access token only.
+        let secret = self.usable_secret(&c, &sealed).await?;
         let audit = self.audit(
             Self::draft(p, Layer::Vault, "credential.retrieve")
                 .target("connection", &c.id)

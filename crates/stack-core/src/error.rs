@@ -34,6 +34,18 @@ pub enum ErrorCode {
     QuotaExceeded,
     ScopeDenied,
     ConstraintViolation,
+    /// An enforced-mode passport called the proxy without an intent approval.
+    IntentApprovalRequired,
+    /// The intent approval is unknown, not this operator's, or not approved
+    /// (still pending, or rejected).
+    IntentApprovalInvalid,
+    /// The intent approval expired before it was used.
+    IntentApprovalExpired,
+    /// The intent approval was already used (approvals are single use).
+    IntentApprovalConsumed,
+    /// The intent approval belongs to another passport or approves a
+    /// different request.
+    IntentApprovalMismatch,
     /// A detector configuration that does not compile: one variant per
     /// `stack_scan::ScanConfigError::code()`, same wire form.
     ScanTooManyPatterns,
@@ -54,6 +66,9 @@ pub enum ErrorCode {
     UpstreamUnavailable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// The upstream answered, and the grant's response scanning withheld the
+    /// answer (a critical prompt-injection verdict, `block` mode).
+    ResponseBlocked,
     Internal,
 }
 
@@ -85,6 +100,11 @@ impl ErrorCode {
             Self::QuotaExceeded => "QUOTA_EXCEEDED",
             Self::ScopeDenied => "SCOPE_DENIED",
             Self::ConstraintViolation => "CONSTRAINT_VIOLATION",
+            Self::IntentApprovalRequired => "INTENT_APPROVAL_REQUIRED",
+            Self::IntentApprovalInvalid => "INTENT_APPROVAL_INVALID",
+            Self::IntentApprovalExpired => "INTENT_APPROVAL_EXPIRED",
+            Self::IntentApprovalConsumed => "INTENT_APPROVAL_CONSUMED",
+            Self::IntentApprovalMismatch => "INTENT_APPROVAL_MISMATCH",
             Self::ScanTooManyPatterns => "SCAN_TOO_MANY_PATTERNS",
             Self::ScanTooManySuppressions => "SCAN_TOO_MANY_SUPPRESSIONS",
             Self::ScanInvalidDetectorId => "SCAN_INVALID_DETECTOR_ID",
@@ -100,6 +120,7 @@ impl ErrorCode {
             Self::Unavailable => "SERVICE_UNAVAILABLE",
             Self::UpstreamUnavailable => "UPSTREAM_UNAVAILABLE",
             Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
+            Self::ResponseBlocked => "RESPONSE_BLOCKED",
             Self::Internal => "INTERNAL_ERROR",
         }
     }
@@ -135,13 +156,19 @@ impl ErrorCode {
             | Self::ScanEmptySuppression
             | Self::ScanInvalidBudget => 400,
             Self::QuotaExceeded => 402,
-            Self::ScopeDenied | Self::ConstraintViolation => 403,
+            Self::ScopeDenied
+            | Self::ConstraintViolation
+            | Self::IntentApprovalRequired
+            | Self::IntentApprovalInvalid
+            | Self::IntentApprovalExpired
+            | Self::IntentApprovalConsumed
+            | Self::IntentApprovalMismatch => 403,
             Self::MethodNotAllowed => 405,
             Self::Conflict => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::NotImplemented => 501,
-            Self::UpstreamUnavailable => 502,
+            Self::UpstreamUnavailable | Self::ResponseBlocked => 502,
             Self::Unavailable => 503,
             Self::UpstreamTimeout => 504,
             Self::Internal => 500,
@@ -245,6 +272,17 @@ mod tests {
             (ErrorCode::ScanPatternInvalid, "SCAN_PATTERN_INVALID", 400),
             (ErrorCode::UpstreamUnavailable, "UPSTREAM_UNAVAILABLE", 502),
             (ErrorCode::UpstreamTimeout, "UPSTREAM_TIMEOUT", 504),
+            (ErrorCode::ResponseBlocked, "RESPONSE_BLOCKED", 502),
+            (
+                ErrorCode::IntentApprovalRequired,
+                "INTENT_APPROVAL_REQUIRED",
+                403,
+            ),
+            (
+                ErrorCode::IntentApprovalConsumed,
+                "INTENT_APPROVAL_CONSUMED",
+                403,
+            ),
         ];
         for (code, s, status) in table {
             assert_eq!(code.as_str(), s);

@@ -20,32 +20,49 @@ impl FromRequest<HttpState> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &HttpState) -> Result<Self, Self::Rejection> {
-        let limit = state.config.max_body_bytes;
-        let bytes = axum::body::to_bytes(req.into_body(), limit)
-            .await
-            .map_err(|_| {
-                ApiError(
-                    Error::new(
-                        ErrorCode::PayloadTooLarge,
-                        format!("request body is larger than {limit} bytes"),
-                    )
-                    .with_details(serde_json::json!({ "limit_bytes": limit })),
-                )
-            })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Self(Value::Null));
-        }
-        serde_json::from_slice(&bytes).map(Self).map_err(|e| {
-            ApiError(Error::new(
-                ErrorCode::InvalidRequest,
-                format!(
-                    "request body is not valid JSON (line {}, column {})",
-                    e.line(),
-                    e.column()
-                ),
-            ))
-        })
+        read_json(req, state.config.max_body_bytes).await.map(Self)
     }
+}
+
+/// The body of `POST /v1/proxy`, which carries an upstream body and so has
+/// its own, larger limit.
+pub struct ProxyJsonBody(pub Value);
+
+impl FromRequest<HttpState> for ProxyJsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &HttpState) -> Result<Self, Self::Rejection> {
+        read_json(req, state.config.proxy_max_body_bytes)
+            .await
+            .map(Self)
+    }
+}
+
+async fn read_json(req: Request, limit: usize) -> Result<Value, ApiError> {
+    let bytes = axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| {
+            ApiError(
+                Error::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("request body is larger than {limit} bytes"),
+                )
+                .with_details(serde_json::json!({ "limit_bytes": limit })),
+            )
+        })?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError(Error::new(
+            ErrorCode::InvalidRequest,
+            format!(
+                "request body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
+        ))
+    })
 }
 
 /// Query parameters, with envelope errors.

@@ -18,6 +18,7 @@
 pub mod auth;
 mod error;
 mod extract;
+mod intents;
 pub mod oauth;
 mod passports;
 mod routes;
@@ -36,12 +37,16 @@ pub use oauth::mcp_www_authenticate;
 pub struct HttpConfig {
     /// Largest accepted request body, in bytes.
     pub max_body_bytes: usize,
+    /// Largest accepted `POST /v1/proxy` request, in bytes (it carries the
+    /// upstream body, JSON-escaped).
+    pub proxy_max_body_bytes: usize,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            proxy_max_body_bytes: 2 * 10 * 1024 * 1024,
         }
     }
 }

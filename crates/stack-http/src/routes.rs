@@ -42,7 +42,6 @@ fn ok(v: impl serde::Serialize) -> ApiResult {
 /// Domains of the contract whose issues have not landed yet: their routes
 /// answer 501 with the envelope, so SDK users get a clear, stable error.
 const NOT_YET: &[(&str, &str)] = &[
-    ("intents", "intents"),
     ("dropoffs", "drop-offs"),
     ("skills", "skills"),
     ("skill-requests", "skill requests"),
@@ -92,9 +91,11 @@ pub fn router(state: HttpState) -> Router {
         .merge(crate::passports::protected())
         .merge(crate::services::protected())
         .merge(crate::services::proxy_routes())
+        .merge(crate::intents::protected())
         .merge(crate::scan::protected())
         .route_layer(middleware::from_fn_with_state(auth, require_principal))
         .merge(crate::passports::public_v1())
+        .merge(crate::services::public_v1())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
 

@@ -6,10 +6,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use stack_app::parse_input;
+use stack_app::services::oauth::{ConfigureOAuthApp, OAuthCallback};
 use stack_app::services::{ConnectCustom, ConnectService, GrantAccess};
 use stack_core::{Error, Principal};
 
-use crate::extract::{JsonBody, P};
+use crate::extract::{JsonBody, P, ProxyJsonBody};
 use crate::routes::Caller;
 use crate::{ApiError, HttpState};
 
@@ -30,6 +31,14 @@ pub(crate) fn protected() -> Router<HttpState> {
         .route("/services/templates", get(templates))
         .route("/services/intents", get(intents))
         .route("/services/connect", post(connect))
+        .route(
+            "/services/oauth-apps",
+            get(oauth_apps).post(configure_oauth_app),
+        )
+        .route(
+            "/services/oauth-apps/{service_id}",
+            delete(delete_oauth_app),
+        )
         .route("/services/custom", post(custom))
         .route("/services/grant", post(grant))
         .route("/services/agents/{agent_id}/revoke", delete(revoke_agent))
@@ -58,13 +67,61 @@ async fn intents(State(s): State<HttpState>, Caller(p): Caller) -> ApiResult {
     ok(s.app.list_named_intents(&p)?)
 }
 
+/// 201 with the connection, or 200 with `{status: "pending",
+/// authorization_url}` when the OAuth flow starts.
 async fn connect(
     State(s): State<HttpState>,
     Caller(p): Caller,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
     let cmd: ConnectService = parse_input(body)?;
-    created(s.app.connect_service(&p, cmd).await?)
+    let v = s.app.connect_service(&p, cmd).await?;
+    if v.get("status").and_then(serde_json::Value::as_str) == Some("pending") {
+        ok(v)
+    } else {
+        created(v)
+    }
+}
+
+async fn oauth_apps(State(s): State<HttpState>, Caller(p): Caller) -> ApiResult {
+    ok(s.app.list_oauth_apps(&p).await?)
+}
+
+async fn configure_oauth_app(
+    State(s): State<HttpState>,
+    Caller(p): Caller,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let cmd: ConfigureOAuthApp = parse_input(body)?;
+    created(s.app.configure_oauth_app(&p, cmd).await?)
+}
+
+async fn delete_oauth_app(
+    State(s): State<HttpState>,
+    Caller(p): Caller,
+    P(service_id): P<String>,
+) -> ApiResult {
+    ok(s.app.delete_oauth_app(&p, &service_id).await?)
+}
+
+/// Routes without a bearer: the provider redirects the browser here.
+pub(crate) fn public_v1() -> Router<HttpState> {
+    Router::new().route("/services/oauth/callback", get(oauth_callback))
+}
+
+/// `GET /v1/services/oauth/callback?code&state` (or `?error&state`): the
+/// single-use state is the capability. Answers JSON; the query (code,
+/// state) is never echoed or logged.
+async fn oauth_callback(
+    State(s): State<HttpState>,
+    query: Result<axum::extract::Query<OAuthCallback>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let Ok(axum::extract::Query(cb)) = query else {
+        return Err(ApiError(Error::validation(
+            "the callback's query string does not parse",
+        )));
+    };
+    ok(s.app.complete_oauth_connect(cb).await?)
 }
 
 async fn custom(
@@ -97,12 +154,9 @@ async fn disconnect(State(s): State<HttpState>, Caller(p): Caller, P(id): P<Stri
     ok(s.app.disconnect_service(&p, &id).await?)
 }
 
-/// The health check calls the upstream through the egress client, which
-/// arrives with the proxy.
-async fn verify(Caller(_p): Caller, P(_id): P<String>) -> ApiResult {
-    Err(ApiError(Error::not_implemented(
-        "connection verification (it needs the proxy's egress client)",
-    )))
+/// One cheap authenticated call upstream: `{ok, status, checked_at, …}`.
+async fn verify(State(s): State<HttpState>, Caller(p): Caller, P(id): P<String>) -> ApiResult {
+    ok(s.app.verify_connection(&p, &id).await?)
 }
 
 /// The caller, or the passport in `X-Passport-Token` when one is sent (it
@@ -152,23 +206,26 @@ pub(crate) fn proxy_routes() -> Router<HttpState> {
     Router::new()
         .route("/proxy", post(proxy))
         .route("/proxy/usage", get(proxy_usage))
+        .route("/proxy/operations/get", post(proxy_operation))
 }
 
 async fn proxy(
     State(s): State<HttpState>,
     Caller(p): Caller,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    ProxyJsonBody(body): ProxyJsonBody,
 ) -> ApiResult {
-    let req: stack_app::proxy::ProxyRequest = parse_input(body)?;
-    let passport = match headers.get("x-passport-token") {
+    let mut req: stack_app::proxy::ProxyRequest = parse_input(body)?;
+    // The intent approval comes from the header on REST, never from the body.
+    req.approval_id = match headers.get("x-intent-approval-id") {
         Some(v) => Some(
             v.to_str()
-                .map_err(|_| ApiError(Error::validation("X-Passport-Token must be ASCII")))?
+                .map_err(|_| ApiError(Error::validation("X-Intent-Approval-Id must be ASCII")))?
                 .to_owned(),
         ),
-        None => bearer_passport(&headers),
+        None => None,
     };
+    let passport = proxy_passport(&headers)?;
     let request_id = match headers.get("x-stack-authority-request-id") {
         Some(v) => {
             let id = v.to_str().map_err(|_| {
@@ -193,6 +250,28 @@ async fn proxy(
     ok(s.app
         .proxy(&p, passport.as_deref(), request_id.as_deref(), req)
         .await?)
+}
+
+/// `X-Passport-Token`, else a passport used as the bearer.
+fn proxy_passport(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    match headers.get("x-passport-token") {
+        Some(v) => v
+            .to_str()
+            .map(|t| Some(t.to_owned()))
+            .map_err(|_| ApiError(Error::validation("X-Passport-Token must be ASCII"))),
+        None => Ok(bearer_passport(headers)),
+    }
+}
+
+async fn proxy_operation(
+    State(s): State<HttpState>,
+    Caller(p): Caller,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let cmd: stack_app::proxy::GetOperation = parse_input(body)?;
+    let passport = proxy_passport(&headers)?;
+    ok(s.app.proxy_operation(&p, passport.as_deref(), cmd).await?)
 }
 
 /// A passport used as the bearer is also the proxy's passport.

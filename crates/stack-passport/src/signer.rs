@@ -89,6 +89,48 @@ impl PassportSigner {
         }
         Ok(token)
     }
+
+    /// The compact JWS of another statement this deployment vouches for
+    /// (e.g. an intent simulation), signed with the same key so anyone with
+    /// the JWKS can check it. The header is `{"alg":"EdDSA","typ":typ,"kid"}`;
+    /// `typ` may not be `JWT` (nor empty), so a passport verifier, which
+    /// accepts only `JWT`, never takes such a statement for a passport.
+    pub fn sign_statement<T: Serialize>(
+        &self,
+        typ: &str,
+        claims: &T,
+    ) -> Result<String, PassportError> {
+        if typ.is_empty() || typ.eq_ignore_ascii_case("JWT") {
+            return Err(PassportError::InvalidClaims(
+                "a statement's typ must be set and must not be JWT".to_owned(),
+            ));
+        }
+        let header = serde_json::to_vec(&StatementHeader {
+            alg: "EdDSA",
+            typ,
+            kid: &self.kid,
+        })
+        .map_err(|_| PassportError::Encoding)?;
+        let payload = serde_json::to_vec(claims).map_err(|_| PassportError::Encoding)?;
+        let mut token = URL_SAFE_NO_PAD.encode(header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut token);
+        let signature = self.key.sign(token.as_bytes());
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(signature, &mut token);
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(PassportError::TooLarge);
+        }
+        Ok(token)
+    }
+}
+
+/// The protected header of a signed statement other than a passport.
+#[derive(Serialize)]
+struct StatementHeader<'a> {
+    alg: &'static str,
+    typ: &'a str,
+    kid: &'a str,
 }
 
 fn check_claims(c: &PassportClaims) -> Result<(), PassportError> {

@@ -156,6 +156,38 @@ fn round_trip_sign_then_verify() {
 }
 
 #[test]
+fn statements_are_signed_with_the_passport_key_but_are_never_passports() {
+    let s = signer(1);
+    let body = json!({"type": "intent_simulation", "allowed": true, "sub": "agt_research01"});
+    let token = s.sign_statement("intent-simulation+jwt", &body).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+    assert_eq!(
+        header,
+        json!({"alg":"EdDSA","typ":"intent-simulation+jwt","kid":s.kid()})
+    );
+    let payload: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).unwrap()).unwrap();
+    assert_eq!(payload, body);
+    let signature = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    let input = format!("{}.{}", parts[0], parts[1]);
+    assert!(stack_crypto::ed25519::verify(
+        &s.public_key(),
+        input.as_bytes(),
+        &signature
+    ));
+    // A passport verifier refuses it whatever its payload says.
+    let forged = s
+        .sign_statement("intent-simulation+jwt", &claims())
+        .unwrap();
+    assert!(verifier_for(&[&s]).verify(&forged, at(NOW)).is_err());
+    assert!(s.sign_statement("JWT", &body).is_err());
+    assert!(s.sign_statement("jwt", &body).is_err());
+    assert!(s.sign_statement("", &body).is_err());
+}
+
+#[test]
 fn optional_fields_are_omitted_and_defaults_read_back() {
     let s = signer(1);
     let mut c = claims();

@@ -60,6 +60,10 @@ pub struct ScopeSpec {
 #[serde(deny_unknown_fields)]
 pub struct VerifyCall {
     pub method: String,
+    /// Which of the service's hosts (after placeholders are filled); the
+    /// first one when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// Path and optional query; may hold `{{field}}` placeholders.
     pub path: String,
     /// JSON body, for APIs that only answer POST (GraphQL).
@@ -69,7 +73,7 @@ pub struct VerifyCall {
 
 /// OAuth 2 endpoints, where the provider supports OAuth. Tokens obtained
 /// this way are always attached as `Authorization: Bearer`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OAuthSpec {
     pub authorize_url: String,
@@ -84,6 +88,39 @@ pub struct OAuthSpec {
     /// Extra fixed parameters of the authorize URL.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub authorize_params: BTreeMap<String, String>,
+    /// How the client authenticates at the token endpoint.
+    #[serde(default)]
+    pub token_auth: TokenAuth,
+    /// How the token request's parameters are encoded.
+    #[serde(default)]
+    pub token_body: TokenBody,
+    /// The verification call for OAuth-connected connections, when it
+    /// differs from the service's (Jira's OAuth tokens only reach
+    /// `api.atlassian.com`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifyCall>,
+}
+
+/// Client authentication at an OAuth token endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenAuth {
+    /// `client_id` and `client_secret` in the request body.
+    #[default]
+    ClientSecretPost,
+    /// `Authorization: Basic base64(client_id:client_secret)` (Notion).
+    ClientSecretBasic,
+}
+
+/// Encoding of a token request's body.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenBody {
+    /// `application/x-www-form-urlencoded` (RFC 6749).
+    #[default]
+    Form,
+    /// A JSON object (Notion, Atlassian).
+    Json,
 }
 
 fn space() -> String {
@@ -207,11 +244,49 @@ impl Service {
         &self,
         fields: &BTreeMap<String, String>,
     ) -> Result<String, CatalogError> {
-        let path = self.fill_fields(&self.verify.path, fields, false)?;
+        self.resolve_call_path(&self.verify, fields)
+    }
+
+    /// The verification call of a connection made by OAuth (`oauth`) or
+    /// with a manually entered credential.
+    pub fn verify_call(&self, oauth: bool) -> &VerifyCall {
+        match &self.oauth {
+            Some(OAuthSpec {
+                verify: Some(v), ..
+            }) if oauth => v,
+            _ => &self.verify,
+        }
+    }
+
+    /// `call`'s path and query with the connection's fields filled in.
+    pub fn resolve_call_path(
+        &self,
+        call: &VerifyCall,
+        fields: &BTreeMap<String, String>,
+    ) -> Result<String, CatalogError> {
+        let path = self.fill_fields(&call.path, fields, false)?;
         if !path.starts_with('/') {
             return Err(self.error("the verification path must start with /"));
         }
         Ok(path)
+    }
+
+    /// `call`'s host among the connection's resolved `hosts`.
+    pub fn resolve_call_host<'h>(
+        &self,
+        call: &VerifyCall,
+        fields: &BTreeMap<String, String>,
+        hosts: &'h [String],
+    ) -> Result<&'h str, CatalogError> {
+        let wanted = match &call.host {
+            Some(h) => Some(self.fill_fields(h, fields, true)?.to_ascii_lowercase()),
+            None => None,
+        };
+        match wanted {
+            None => hosts.first().map(String::as_str),
+            Some(w) => hosts.iter().find(|h| **h == w).map(String::as_str),
+        }
+        .ok_or_else(|| self.error("the verification host is not one of the connection's hosts"))
     }
 
     fn fill_fields(
@@ -469,15 +544,21 @@ fn validate(s: &Service) -> Result<(), String> {
         return Err("at least one scope is required".into());
     }
 
-    if !matches!(s.verify.method.as_str(), "GET" | "POST" | "HEAD") {
-        return Err("verify.method must be GET, POST or HEAD".into());
+    let oauth_verify = s.oauth.as_ref().and_then(|o| o.verify.as_ref());
+    for (what, call) in [("verify", Some(&s.verify)), ("oauth.verify", oauth_verify)] {
+        let Some(call) = call else { continue };
+        if !matches!(call.method.as_str(), "GET" | "POST" | "HEAD") {
+            return Err(format!("{what}.method must be GET, POST or HEAD"));
+        }
+        let path = s
+            .resolve_call_path(call, &examples)
+            .map_err(|e| format!("{what}: {}", e.reason))?;
+        let host = s
+            .resolve_call_host(call, &examples, &hosts)
+            .map_err(|e| format!("{what}: {}", e.reason))?;
+        parse_target(&format!("https://{host}{path}"), &hosts)
+            .map_err(|e| format!("{what}.path: {e}"))?;
     }
-    let verify_path = s
-        .resolve_verify_path(&examples)
-        .map_err(|e| format!("verify: {}", e.reason))?;
-    let first = hosts.first().map_or("", String::as_str);
-    parse_target(&format!("https://{first}{verify_path}"), &hosts)
-        .map_err(|e| format!("verify.path: {e}"))?;
 
     if let Some(o) = &s.oauth {
         for url in [

@@ -1291,6 +1291,78 @@ fn catalog_loads_and_every_service_validates() {
 }
 
 #[test]
+fn catalog_oauth_endpoints_and_verification_calls() {
+    use stack_proxy::catalog::{TokenAuth, TokenBody};
+    let catalog = Catalog::builtin().unwrap();
+    let oauth: Vec<_> = catalog
+        .services()
+        .iter()
+        .filter(|s| s.oauth.is_some())
+        .map(|s| s.slug.as_str())
+        .collect();
+    for slug in [
+        "slack",
+        "github",
+        "notion",
+        "gmail",
+        "google_drive",
+        "linear",
+        "jira",
+    ] {
+        assert!(oauth.contains(&slug), "{slug} connects by OAuth");
+    }
+    let notion = catalog.service("notion").unwrap().oauth.clone().unwrap();
+    assert_eq!(notion.token_auth, TokenAuth::ClientSecretBasic);
+    assert_eq!(notion.token_body, TokenBody::Json);
+    let slack = catalog.service("slack").unwrap();
+    let o = slack.oauth.as_ref().unwrap();
+    assert_eq!(
+        (o.token_auth, o.token_body),
+        (TokenAuth::ClientSecretPost, TokenBody::Form)
+    );
+    assert_eq!(o.scope_separator, ",");
+    // The same call for both kinds of connection, unless the service says otherwise.
+    assert_eq!(slack.verify_call(true), slack.verify_call(false));
+
+    // Jira: OAuth tokens only reach api.atlassian.com.
+    let jira = catalog.service("jira").unwrap();
+    let fields = BTreeMap::from([("site".to_owned(), "globex".to_owned())]);
+    let hosts = jira.resolve_hosts(&fields).unwrap();
+    let manual = jira.verify_call(false);
+    assert_eq!(
+        jira.resolve_call_host(manual, &fields, &hosts).unwrap(),
+        "globex.atlassian.net"
+    );
+    let oauth = jira.verify_call(true);
+    assert_eq!(
+        jira.resolve_call_host(oauth, &fields, &hosts).unwrap(),
+        "api.atlassian.com"
+    );
+    assert_eq!(
+        jira.resolve_call_path(oauth, &fields).unwrap(),
+        "/oauth/token/accessible-resources"
+    );
+
+    // A verification host outside the service's hosts does not load.
+    let bad = include_str!("../catalog/slack.toml").replace(
+        "path = \"/api/auth.test\"",
+        "host = \"evil.example\"\npath = \"/api/auth.test\"",
+    );
+    let err = Catalog::from_files(&[("slack.toml", &bad)]).unwrap_err();
+    assert!(err.reason.contains("verify"), "{err}");
+    // OAuth endpoints must be https.
+    let bad = include_str!("../catalog/slack.toml").replace(
+        "https://slack.com/api/oauth.v2.access",
+        "http://slack.com/api/oauth.v2.access",
+    );
+    assert!(Catalog::from_files(&[("slack.toml", &bad)]).is_err());
+    // Unknown client authentication methods do not load.
+    let bad =
+        include_str!("../catalog/notion.toml").replace("client_secret_basic", "private_key_jwt");
+    assert!(Catalog::from_files(&[("notion.toml", &bad)]).is_err());
+}
+
+#[test]
 fn every_catalog_file_is_embedded() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("catalog");
     let mut on_disk: Vec<String> = std::fs::read_dir(dir)

@@ -17,6 +17,7 @@
 
 mod convert;
 pub mod entity;
+mod intents;
 pub mod migration;
 mod oauth;
 mod passports;
@@ -93,11 +94,19 @@ impl Db {
                         .foreign_keys(true)
                         .create_if_missing(true)
                 });
+                // No ping before each use: the connection is in-process and
+                // cannot be dropped by a peer, and sqlx's ping is a round
+                // trip to the connection's worker thread before every query.
+                o.test_before_acquire(false);
                 o
             }
             DbConfig::Postgres { url } => {
                 let mut o = ConnectOptions::new(url.expose().clone());
-                o.max_connections(16);
+                // Ping only connections idle for 30 s (the ones a server,
+                // proxy or firewall may have dropped), not every checkout:
+                // the default costs a network round trip before each query.
+                o.max_connections(16)
+                    .test_before_acquire_if_idle_for(Duration::from_secs(30));
                 o
             }
         };
@@ -258,12 +267,15 @@ impl CoreStore for Db {
     }
 
     async fn find_api_key(&self, digest: &str) -> Result<Option<ApiKeyRecord>> {
+        // `digest` is unique. `.all()`, not `.one()`: see `recorded_head`.
         api_key::Entity::find()
             .filter(api_key::Column::Digest.eq(digest))
             .filter(api_key::Column::RevokedAt.is_null())
-            .one(&self.conn)
+            .all(&self.conn)
             .await
             .map_err(db_err)?
+            .into_iter()
+            .next()
             .map(convert::key_from_row)
             .transpose()
     }
@@ -429,10 +441,16 @@ impl CoreStore for Db {
     }
 
     async fn recorded_head(&self, operator_id: &str) -> Result<Option<(ChainHead, String)>> {
+        // A primary-key lookup, read with `.all()`: `.one()` adds `LIMIT ?`,
+        // and the bundled SQLite (built with STAT4) treats a bound LIMIT as a
+        // constant of the plan, so every execution re-prepares the statement
+        // (~90k instructions; this read is on every `stack_audit_chain_head`).
         Ok(audit_head::Entity::find_by_id(operator_id.to_owned())
-            .one(&self.conn)
+            .all(&self.conn)
             .await
             .map_err(db_err)?
+            .into_iter()
+            .next()
             .filter(|h| h.seq > 0)
             .map(|h| {
                 (

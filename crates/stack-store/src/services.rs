@@ -1,11 +1,13 @@
-//! Operator data keys, connections and grants (issue 4).
+//! Operator data keys, connections and grants (issue 4), and the upstream
+//! OAuth apps and pending authorizations of OAuth connections.
 
 use async_trait::async_trait;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use stack_app::NewAudit;
-use stack_app::services::{Connection, Grant, ServiceStore};
+use stack_app::services::oauth::{OAuthApp, PendingConnect};
+use stack_app::services::{Connection, ConnectionChange, Grant, ServiceStore};
 use stack_core::{Error, Result, Timestamp};
 
 use stack_app::proxy::ProxyOperation;
@@ -171,6 +173,169 @@ impl ServiceStore for Db {
             .collect()
     }
 
+    async fn update_connection(
+        &self,
+        operator_id: &str,
+        id: &str,
+        change: ConnectionChange,
+    ) -> Result<Option<(Connection, bool)>> {
+        let txn = self.write_txn().await?;
+        let Some(row) = connection::Entity::find_by_id(id.to_owned())
+            .filter(connection::Column::OperatorId.eq(operator_id))
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        let current: Connection = from_doc("connection", &row.doc)?;
+        let Some(update) = change(&current)? else {
+            return Ok(Some((current, false)));
+        };
+        let c = update.connection;
+        if c.id != current.id || c.operator_id != current.operator_id {
+            return Err(Error::internal("a connection update changed its identity"));
+        }
+        connection::ActiveModel {
+            id: sea_orm::Unchanged(c.id.clone()),
+            operator_id: Set(c.operator_id.clone()),
+            service: Set(c.service.clone()),
+            status: Set(c.status.clone()),
+            created_at: Set(c.created_at.as_millis()),
+            sealed: match update.sealed {
+                Some(sealed) => Set(Some(sealed)),
+                None => sea_orm::Unchanged(row.sealed.clone()),
+            },
+            doc: Set(to_doc(&c)?),
+        }
+        .update(&txn)
+        .await
+        .map_err(db_err)?;
+        if let Some(audit) = update.audit {
+            append_in(&txn, operator_id, audit).await?;
+        }
+        commit(txn).await?;
+        Ok(Some((c, true)))
+    }
+
+    async fn put_oauth_app(
+        &self,
+        app: &OAuthApp,
+        sealed_secret: &str,
+        audit: NewAudit,
+    ) -> Result<()> {
+        let txn = self.write_txn().await?;
+        oauth_app::Entity::insert(oauth_app::ActiveModel {
+            operator_id: Set(app.operator_id.clone()),
+            service: Set(app.service.clone()),
+            created_at: Set(app.created_at.as_millis()),
+            sealed: Set(sealed_secret.to_owned()),
+            doc: Set(to_doc(app)?),
+        })
+        .on_conflict(
+            OnConflict::columns([oauth_app::Column::OperatorId, oauth_app::Column::Service])
+                .update_columns([oauth_app::Column::Sealed, oauth_app::Column::Doc])
+                .to_owned(),
+        )
+        .exec_without_returning(&txn)
+        .await
+        .map_err(db_err)?;
+        append_in(&txn, &app.operator_id, audit).await?;
+        commit(txn).await
+    }
+
+    async fn get_oauth_app(
+        &self,
+        operator_id: &str,
+        service: &str,
+    ) -> Result<Option<(OAuthApp, String)>> {
+        oauth_app::Entity::find_by_id((operator_id.to_owned(), service.to_owned()))
+            .one(&self.conn)
+            .await
+            .map_err(db_err)?
+            .map(|m| Ok((from_doc("oauth app", &m.doc)?, m.sealed)))
+            .transpose()
+    }
+
+    async fn list_oauth_apps(&self, operator_id: &str) -> Result<Vec<OAuthApp>> {
+        oauth_app::Entity::find()
+            .filter(oauth_app::Column::OperatorId.eq(operator_id))
+            .order_by_asc(oauth_app::Column::Service)
+            .all(&self.conn)
+            .await
+            .map_err(db_err)?
+            .iter()
+            .map(|m| from_doc("oauth app", &m.doc))
+            .collect()
+    }
+
+    async fn delete_oauth_app(
+        &self,
+        operator_id: &str,
+        service: &str,
+        audit: NewAudit,
+    ) -> Result<bool> {
+        let txn = self.write_txn().await?;
+        let res = oauth_app::Entity::delete_many()
+            .filter(oauth_app::Column::OperatorId.eq(operator_id))
+            .filter(oauth_app::Column::Service.eq(service))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        if res.rows_affected == 0 {
+            return Ok(false);
+        }
+        append_in(&txn, operator_id, audit).await?;
+        commit(txn).await?;
+        Ok(true)
+    }
+
+    async fn insert_connect_state(&self, pending: &PendingConnect, audit: NewAudit) -> Result<()> {
+        let txn = self.write_txn().await?;
+        oauth_state::Entity::delete_many()
+            .filter(oauth_state::Column::ExpiresAt.lt(pending.created_at.as_millis()))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        oauth_state::Entity::insert(oauth_state::ActiveModel {
+            digest: Set(pending.digest.clone()),
+            operator_id: Set(pending.operator_id.clone()),
+            expires_at: Set(pending.expires_at.as_millis()),
+            doc: Set(to_doc(pending)?),
+        })
+        .exec_without_returning(&txn)
+        .await
+        .map_err(db_err)?;
+        append_in(&txn, &pending.operator_id, audit).await?;
+        commit(txn).await
+    }
+
+    async fn take_connect_state(&self, digest: &str) -> Result<Option<PendingConnect>> {
+        let txn = self.write_txn().await?;
+        let Some(row) = oauth_state::Entity::find_by_id(digest.to_owned())
+            .lock_exclusive()
+            .one(&txn)
+            .await
+            .map_err(db_err)?
+        else {
+            return Ok(None);
+        };
+        // Whoever deletes the row uses the state; a concurrent callback
+        // with the same state deletes nothing and gets nothing.
+        let res = oauth_state::Entity::delete_many()
+            .filter(oauth_state::Column::Digest.eq(digest))
+            .exec(&txn)
+            .await
+            .map_err(db_err)?;
+        if res.rows_affected != 1 {
+            return Ok(None);
+        }
+        let pending: PendingConnect = from_doc("oauth state", &row.doc)?;
+        commit(txn).await?;
+        Ok(Some(pending))
+    }
+
     async fn revoke_agent_grants(
         &self,
         operator_id: &str,
@@ -238,6 +403,19 @@ impl stack_app::proxy::ProxyStore for Db {
         .map_err(db_err)?;
         commit(txn).await?;
         Ok(None)
+    }
+
+    async fn get_operation(
+        &self,
+        operator_id: &str,
+        request_id: &str,
+    ) -> Result<Option<ProxyOperation>> {
+        proxy_operation::Entity::find_by_id((operator_id.to_owned(), request_id.to_owned()))
+            .one(&self.conn)
+            .await
+            .map_err(db_err)?
+            .map(|row| from_doc("proxy operation", &row.doc))
+            .transpose()
     }
 
     async fn finish_operation(&self, op: &ProxyOperation) -> Result<()> {
@@ -322,4 +500,47 @@ impl stack_app::proxy::ProxyStore for Db {
         .map_err(db_err)?
         .map_or(0, |m| m.count.max(0).unsigned_abs()))
     }
+}
+
+/// `service_oauth_apps`: an operator's OAuth client per catalog service.
+mod oauth_app {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "service_oauth_apps")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub operator_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub service: String,
+        pub created_at: i64,
+        /// The client secret, sealed (base64url).
+        pub sealed: String,
+        pub doc: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// `service_oauth_states`: pending authorizations by state digest.
+mod oauth_state {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "service_oauth_states")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub digest: String,
+        pub operator_id: String,
+        pub expires_at: i64,
+        pub doc: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
 }

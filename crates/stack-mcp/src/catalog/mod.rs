@@ -2,6 +2,7 @@
 
 mod agents;
 mod audit;
+mod intents;
 mod passports;
 mod pending;
 mod scan;
@@ -66,6 +67,7 @@ fn implemented() -> Vec<ToolSpec> {
     tools.extend(services::tools());
     tools.extend(services::proxy_tools());
     tools.extend(scan::tools());
+    tools.extend(intents::tools());
     tools
 }
 

@@ -2,6 +2,7 @@
 
 use serde_json::{Value, json};
 use stack_app::parse_input;
+use stack_app::services::oauth::ConfigureOAuthApp;
 use stack_app::services::{ConnectCustom, ConnectService, GrantAccess};
 use stack_core::{Error, Permission};
 
@@ -51,17 +52,19 @@ pub(super) fn tools() -> Vec<ToolSpec> {
         },
         ToolSpec {
             name: "stack_connect_service",
-            description: "Connect an external service. For a catalog service pass service_id (e.g. svc_slack) with an oauth_token (or credential fields) and scopes; for any other HTTP API pass service_id \"custom\" with base_url (the only origin the credential may be sent to), credential and optional auth {type: bearer|header|query|basic, name}. The secret is sealed and never shown again.",
+            description: "Connect an external service (Slack, GitHub, Notion, etc.) via OAuth. For a catalog service pass service_id (e.g. svc_slack) and scopes: without a token this answers {status: \"pending\", authorization_url} — open that URL, approve, and the provider's redirect to STACK's callback creates the connection (the service's OAuth app must be configured first, see stack_configure_oauth_app); with connection_id it re-authorizes that connection. Or pass an oauth_token (or credential fields) you already hold. For any other HTTP API pass service_id \"custom\" with base_url (the only origin the credential may be sent to), credential and optional auth {type: bearer|header|query|basic, name}. Secrets are sealed and never shown again.",
             input_schema: object(
                 json!({
                     "service_id": { "type": "string" },
+                    "connection_id": { "type": "string", "description": "Re-authorize this connection (scon_…) through the OAuth flow." },
                     "name": { "type": "string" },
                     "oauth_token": { "type": "string" },
                     "credential": { "type": ["string", "object"] },
                     "scopes": { "type": "array", "items": { "type": "string" } },
                     "base_url": { "type": "string" },
                     "auth": { "type": "object", "properties": { "type": { "type": "string", "enum": ["bearer", "header", "query", "basic"] }, "name": { "type": "string" } } },
-                    "fields": { "type": "object", "additionalProperties": { "type": "string" } }
+                    "fields": { "type": "object", "additionalProperties": { "type": "string" } },
+                    "verify_path": { "type": "string", "description": "Custom services: the path stack_verify_connection calls (default /)." }
                 }),
                 &["service_id"],
             ),
@@ -86,6 +89,90 @@ pub(super) fn tools() -> Vec<ToolSpec> {
                         let cmd: ConnectService = parse_input(Value::Object(args))?;
                         app.connect_service(&p, cmd).await
                     }
+                })
+            },
+        },
+        ToolSpec {
+            name: "stack_verify_connection",
+            description: "Verify a service connection is healthy by testing its credentials: one cheap authenticated call upstream (e.g. Slack auth.test, GitHub /user), an OAuth token refreshed first when needed. Returns {ok, status (upstream HTTP status), reason, connection_status, checked_at}; never the credential.",
+            input_schema: object(
+                json!({
+                    "service_connection_id": { "type": "string", "description": "The connection (scon_…)." }
+                }),
+                &["service_connection_id"],
+            ),
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            permission: Permission::ServicesWrite,
+            handler: |app, p, args| {
+                Box::pin(async move {
+                    let id = str_arg(&args, "service_connection_id")
+                        .or_else(|| str_arg(&args, "connection_id"))
+                        .ok_or_else(|| {
+                            Error::invalid_field(
+                                "service_connection_id",
+                                "service_connection_id is required",
+                            )
+                        })?;
+                    app.verify_connection(&p, &id).await
+                })
+            },
+        },
+        ToolSpec {
+            name: "stack_configure_oauth_app",
+            description: "Store the operator's OAuth client (client_id, client_secret) for a catalog service so stack_connect_service can run the OAuth flow. The secret is sealed and never shown again. Register the answered redirect_uri with the provider. Optional authorize_url, token_url and api_base_url override the catalog's endpoints (self-hosted providers).",
+            input_schema: object(
+                json!({
+                    "service_id": { "type": "string", "description": "e.g. svc_github or github." },
+                    "client_id": { "type": "string" },
+                    "client_secret": { "type": "string" },
+                    "authorize_url": { "type": "string" },
+                    "token_url": { "type": "string" },
+                    "api_base_url": { "type": "string" }
+                }),
+                &["service_id", "client_id"],
+            ),
+            read_only: false,
+            destructive: false,
+            idempotent: true,
+            permission: Permission::ServicesWrite,
+            handler: |app, p, args| {
+                Box::pin(async move {
+                    let cmd: ConfigureOAuthApp = parse_input(Value::Object(args))?;
+                    app.configure_oauth_app(&p, cmd).await
+                })
+            },
+        },
+        ToolSpec {
+            name: "stack_list_oauth_apps",
+            description: "List the operator's configured OAuth apps per service (client ids, endpoints, redirect_uri; never the secrets).",
+            input_schema: object(json!({}), &[]),
+            read_only: true,
+            destructive: false,
+            idempotent: true,
+            permission: Permission::ServicesRead,
+            handler: |app, p, _args| {
+                Box::pin(async move { Ok(json!({ "oauth_apps": app.list_oauth_apps(&p).await? })) })
+            },
+        },
+        ToolSpec {
+            name: "stack_delete_oauth_app",
+            description: "Delete the operator's OAuth app of a service. Existing connections keep their tokens but cannot refresh them until an app is configured again.",
+            input_schema: object(
+                json!({ "service_id": { "type": "string" } }),
+                &["service_id"],
+            ),
+            read_only: false,
+            destructive: true,
+            idempotent: true,
+            permission: Permission::ServicesWrite,
+            handler: |app, p, args| {
+                Box::pin(async move {
+                    let service = str_arg(&args, "service_id").ok_or_else(|| {
+                        Error::invalid_field("service_id", "service_id is required")
+                    })?;
+                    app.delete_oauth_app(&p, &service).await
                 })
             },
         },
@@ -205,7 +292,8 @@ pub(super) fn proxy_tools() -> Vec<ToolSpec> {
                     "query": { "type": "object", "additionalProperties": { "type": "string" } },
                     "body": {},
                     "connection_id": { "type": "string" },
-                    "authority_request_id": { "type": "string", "pattern": "^[A-Za-z0-9_-]{22,256}$" }
+                    "authority_request_id": { "type": "string", "pattern": "^[A-Za-z0-9_-]{22,256}$" },
+                    "approval_id": { "type": "string", "description": "An approved intent approval (ia_…) for exactly this call; required for enforced-mode passports (see stack_submit_intent). Used once." }
                 }),
                 &["service", "url"],
             ),

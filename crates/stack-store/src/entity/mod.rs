@@ -10,6 +10,7 @@ pub mod checkpoint;
 pub mod connection;
 pub mod detector_config;
 pub mod grant;
+pub mod intent_approval;
 pub mod mission;
 pub mod oauth_client;
 pub mod oauth_code;

@@ -11,6 +11,8 @@ mod m20261122_000002_passports;
 mod m20261122_000003_oauth;
 mod m20261122_000004_scan;
 mod m20261122_000005_services;
+mod m20261122_000006_intents;
+mod m20261122_000007_oauth_connect;
 
 pub struct Migrator;
 
@@ -23,6 +25,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000003_oauth::Migration),
             Box::new(m20261122_000004_scan::Migration),
             Box::new(m20261122_000005_services::Migration),
+            Box::new(m20261122_000006_intents::Migration),
+            Box::new(m20261122_000007_oauth_connect::Migration),
         ]
     }
 }

@@ -1,0 +1,86 @@
+//! Process helpers shared by the benchmark examples (examples cannot use
+//! `tests/support`): find the release binary, start it on a temporary data
+//! directory and read its first operator key and bound address.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `STACK_SERVER_BIN`, else the `stack-server` beside this example's
+/// directory (`target/<profile>/examples/<this>` → `target/<profile>/stack-server`).
+pub fn server_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("STACK_SERVER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().unwrap();
+    exe.parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join("stack-server"))
+        .unwrap()
+}
+
+/// Starts `stack-server` on SQLite in `data` with extra environment; returns
+/// the process, base URL and the first operator's key.
+pub fn start_stack(data: &Path, env: &[(&str, String)]) -> (Proc, String, String) {
+    let bin = server_bin();
+    let mut cmd = Command::new(&bin);
+    cmd.env("STACK_DATA_DIR", data)
+        .env("STACK_LISTEN", "127.0.0.1:0")
+        // rmcp logs three INFO lines per request; a deployment would quiet it too.
+        .env("STACK_LOG", "info,rmcp=warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let (tx, rx) = mpsc::channel::<(bool, String)>();
+    let stdout = child.stdout.take().unwrap();
+    let tx_out = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx_out.send((true, line));
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send((false, line));
+        }
+    });
+    let (mut key, mut base) = (None, None);
+    while key.is_none() || base.is_none() {
+        let (is_stdout, line) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("stack-server did not start");
+        if is_stdout {
+            if let Some(k) = line
+                .split_whitespace()
+                .find(|w| w.starts_with("sk_live_op_"))
+            {
+                key = Some(k.to_owned());
+            }
+        } else if let Some(rest) = line.split("listening on http://").nth(1) {
+            base = Some(format!(
+                "http://{}",
+                rest.split_whitespace().next().unwrap()
+            ));
+        }
+    }
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    (Proc(child), base.unwrap(), key.unwrap())
+}

@@ -1,0 +1,416 @@
+//! Latency the credential proxy adds: a direct call to a local upstream,
+//! the same call through nginx as a plain reverse proxy (injecting a static
+//! `Authorization` header), and through STACK's `POST /v1/proxy` (passport
+//! verification, grant and constraint checks, credential injection and a
+//! durable audit append), all on loopback, in one run, at fixed request
+//! rates.
+//!
+//! ```text
+//! cargo xtask bench proxy [SECONDS_PER_RATE] [RATES]
+//! # or, by hand:
+//! cargo build --release -p stack-server
+//! cargo run --release -p stack-server --example proxy_bench -- 10 100,500,1000
+//! ```
+//!
+//! Open loop: request `i` of a rate `R` is due at `start + i/R` and its
+//! latency is measured from that due time (a slow response does not delay
+//! the next request, so queueing shows up in the figures instead of being
+//! hidden). One shared keep-alive connection pool per path. Added latency
+//! = the path's percentile minus the direct call's percentile at the same
+//! rate. STACK runs on SQLite (`synchronous=FULL`, so every audit append is
+//! fsynced) unless `STACK_BENCH_DATABASE_URL` names a PostgreSQL database.
+//!
+//! Env: `STACK_SERVER_BIN` (default `target/release/stack-server`),
+//! `STACK_BENCH_NGINX` (default `nginx` on `PATH`; without it the nginx row
+//! is skipped), `STACK_BENCH_DATABASE_URL`.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)] // a measurement tool: it reports on stdout and stops loudly
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Proc, start_stack};
+use serde_json::{Value, json};
+
+const SECRET: &str = "bench_upstream_secret_0123456789abcdef";
+
+/// The upstream: one small JSON answer, on its own thread and runtime.
+fn start_upstream() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let app = axum::Router::new()
+                .fallback(|| async { axum::Json(json!({"ok": true, "items": [1, 2, 3]})) });
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    port
+}
+
+/// nginx as a plain reverse proxy to the upstream, one worker, keep-alive
+/// to the upstream, a static credential header. `None` when nginx is absent.
+fn start_nginx(dir: &Path, upstream: u16) -> Option<(Proc, u16)> {
+    let bin = std::env::var("STACK_BENCH_NGINX").unwrap_or_else(|_| "nginx".into());
+    if Command::new(&bin)
+        .arg("-v")
+        .stderr(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("nginx not found ({bin}); its row is skipped (apt-get install nginx-light)");
+        return None;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = dir.display();
+    let conf = format!(
+        "worker_processes 1;\ndaemon off;\nmaster_process off;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log warn;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
+         upstream up {{ server 127.0.0.1:{upstream}; keepalive 64; }}\n\
+         server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://up;\n\
+         proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
+         proxy_set_header Authorization \"Bearer {SECRET}\";\n    }}\n  }}\n}}\n"
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new(&bin)
+        .args(["-p", &d.to_string(), "-c"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+    let proc = Proc(child);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let start = Instant::now();
+    while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nginx did not start; see {d}/error.log"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some((proc, port))
+}
+
+async fn call(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    key: Option<&str>,
+    passport: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = client.request(method, url);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    if let Some(p) = passport {
+        req = req.header("x-passport-token", p);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Connection, agent, grant with constraints and a passport; returns the token.
+async fn set_up_stack(base: &str, key: &str, origin: &str) -> String {
+    let c = reqwest::Client::new();
+    let post = reqwest::Method::POST;
+    let (st, conn) = call(
+        &c,
+        post.clone(),
+        &format!("{base}/v1/services/custom"),
+        Some(key),
+        None,
+        Some(json!({"name": "bench", "credential": SECRET, "base_url": origin})),
+    )
+    .await;
+    assert_eq!(st, 201, "{conn}");
+    let (st, agent) = call(
+        &c,
+        post.clone(),
+        &format!("{base}/v1/agents/register"),
+        Some(key),
+        None,
+        Some(json!({"name": "bench-agent", "accountability_mode": "standard"})),
+    )
+    .await;
+    assert_eq!(st, 201, "{agent}");
+    let (st, grant) = call(
+        &c,
+        post.clone(),
+        &format!("{base}/v1/services/grant"),
+        Some(key),
+        None,
+        Some(json!({
+            "agent_id": agent["id"], "service_connection_id": conn["id"], "scopes": ["read"],
+            "constraints": [
+                {"path": "method", "op": "in", "value": ["GET"]},
+                {"path": "path", "op": "starts_with", "value": "/v1/"},
+                {"path": "query.limit", "op": "matches", "value": "^[0-9]{1,3}$"}
+            ]
+        })),
+    )
+    .await;
+    assert_eq!(st, 201, "{grant}");
+    let (st, pp) = call(
+        &c,
+        post,
+        &format!("{base}/v1/passports/issue"),
+        Some(key),
+        None,
+        Some(json!({"agent_id": agent["id"], "ttl_seconds": 3600})),
+    )
+    .await;
+    assert_eq!(st, 201, "{pp}");
+    pp["token"].as_str().unwrap().to_owned()
+}
+
+#[derive(Clone)]
+enum Route {
+    Direct(String),
+    Nginx(String),
+    Stack {
+        url: String,
+        key: String,
+        passport: String,
+        body: String,
+    },
+}
+
+impl Route {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Direct(_) => "direct",
+            Self::Nginx(_) => "nginx",
+            Self::Stack { .. } => "STACK",
+        }
+    }
+
+    async fn once(&self, client: &reqwest::Client) -> Result<(), String> {
+        let res = match self {
+            Self::Direct(url) => client.get(url).bearer_auth(SECRET).send().await,
+            Self::Nginx(url) => client.get(url).send().await,
+            Self::Stack {
+                url,
+                key,
+                passport,
+                body,
+            } => {
+                client
+                    .post(url)
+                    .bearer_auth(key)
+                    .header("x-passport-token", passport)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let status = res.status();
+        let body = res.bytes().await.map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        if matches!(self, Self::Stack { .. }) && !body.starts_with(b"{") {
+            return Err("not a proxy envelope".into());
+        }
+        Ok(())
+    }
+}
+
+struct Run {
+    p50: u64,
+    p99: u64,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+/// `rate` requests per second for `secs`, open loop; latencies in µs from
+/// each request's due time.
+async fn run_rate(path: &Route, client: &reqwest::Client, rate: u32, secs: f64) -> Run {
+    let total = (f64::from(rate) * secs).round() as u64;
+    let start = tokio::time::Instant::now() + Duration::from_millis(20);
+    let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap());
+    for i in 0..total {
+        let due = start + Duration::from_secs_f64(i as f64 / f64::from(rate));
+        tokio::time::sleep_until(due).await;
+        let path = path.clone();
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = path.once(&client).await;
+            (due.elapsed().as_micros() as u64, r)
+        }));
+    }
+    let (mut lat, mut errors, mut first_error) = (Vec::new(), 0, None);
+    for t in tasks {
+        let (us, r) = t.await.unwrap();
+        match r {
+            Ok(()) => lat.push(us),
+            Err(e) => {
+                errors += 1;
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        if lat.is_empty() {
+            return 0;
+        }
+        let rank = ((p / 100.0) * lat.len() as f64).ceil() as usize;
+        lat[rank.clamp(1, lat.len()) - 1]
+    };
+    Run {
+        p50: pct(50.0),
+        p99: pct(99.0),
+        errors,
+        first_error,
+    }
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3} ms", us as f64 / 1000.0)
+}
+
+fn added(path: u64, direct: u64) -> String {
+    ms(path.saturating_sub(direct))
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let secs: f64 = args.first().map_or(10.0, |s| s.parse().expect("SECONDS"));
+    let rates: Vec<u32> = args.get(1).map_or(vec![100, 500, 1000], |s| {
+        s.split(',').map(|n| n.parse().expect("RATES")).collect()
+    });
+
+    let upstream = start_upstream();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("stack.toml");
+    // The bench makes more calls than the free tier's monthly allowance.
+    std::fs::write(&cfg, "proxy_quota_free = 100000000\n").unwrap();
+    let mut env = vec![
+        ("STACK_PROXY_ALLOW_PRIVATE", "127.0.0.0/8".to_owned()),
+        ("STACK_PROXY_ALLOW_HTTP", "1".to_owned()),
+        ("STACK_PROXY_RESOLVE", "upstream.bench=127.0.0.1".to_owned()),
+        ("STACK_CONFIG", cfg.display().to_string()),
+        ("STACK_LOG", "warn,stack_server=info".to_owned()),
+    ];
+    let backend = match std::env::var("STACK_BENCH_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => {
+            env.push(("STACK_DATABASE_URL", url));
+            "PostgreSQL"
+        }
+        _ => "SQLite",
+    };
+    let data = dir.path().join("data");
+    let (_stack, base, key) = start_stack(&data, &env);
+    let origin = format!("http://upstream.bench:{upstream}");
+    let passport = set_up_stack(&base, &key, &origin).await;
+    let nginx_dir = dir.path().join("nginx");
+    std::fs::create_dir_all(&nginx_dir).unwrap();
+    let nginx = start_nginx(&nginx_dir, upstream);
+
+    let resource = "/v1/items?limit=25";
+    let mut paths = vec![Route::Direct(format!(
+        "http://127.0.0.1:{upstream}{resource}"
+    ))];
+    if let Some((_, port)) = &nginx {
+        paths.push(Route::Nginx(format!("http://127.0.0.1:{port}{resource}")));
+    }
+    paths.push(Route::Stack {
+        url: format!("{base}/v1/proxy"),
+        key: key.clone(),
+        passport,
+        body: json!({"service": "custom", "method": "GET", "url": format!("{origin}{resource}")})
+            .to_string(),
+    });
+    let clients: Vec<reqwest::Client> = paths
+        .iter()
+        .map(|_| {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .tcp_nodelay(true)
+                .build()
+                .unwrap()
+        })
+        .collect();
+    // Warm up every path (connections, caches); not recorded.
+    for (p, c) in paths.iter().zip(&clients) {
+        let r = run_rate(p, c, 200, 1.0).await;
+        if let Some(e) = r.first_error {
+            panic!("{} fails: {e}", p.label());
+        }
+    }
+
+    println!(
+        "{secs} s per rate, open loop, loopback; STACK on {backend} (durable audit append per call)"
+    );
+    println!();
+    println!("| rate (req/s) | path | p50 | p99 | added p50 | added p99 | errors |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for &rate in &rates {
+        let runs: Vec<Run> = {
+            let mut v = Vec::new();
+            for (p, c) in paths.iter().zip(&clients) {
+                v.push(run_rate(p, c, rate, secs).await);
+            }
+            v
+        };
+        let direct = &runs[0];
+        for (p, r) in paths.iter().zip(&runs) {
+            let (a50, a99) = if matches!(p, Route::Direct(_)) {
+                ("—".to_owned(), "—".to_owned())
+            } else {
+                (added(r.p50, direct.p50), added(r.p99, direct.p99))
+            };
+            println!(
+                "| {rate} | {} | {} | {} | {a50} | {a99} | {} |",
+                p.label(),
+                ms(r.p50),
+                ms(r.p99),
+                r.errors
+            );
+            if let Some(e) = &r.first_error {
+                eprintln!("{} at {rate}/s: first error: {e}", p.label());
+            }
+        }
+        if nginx.is_some() {
+            let ng = runs[1].p99.saturating_sub(direct.p99).max(1);
+            let st = runs[2].p99.saturating_sub(direct.p99);
+            ratios.push((rate, st as f64 / ng as f64));
+        }
+    }
+    println!();
+    for (rate, r) in ratios {
+        println!("added p99, STACK / nginx at {rate} req/s: {r:.2}× (target ≤ 2×)");
+    }
+}
