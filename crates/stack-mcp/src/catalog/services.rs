@@ -178,7 +178,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
         },
         ToolSpec {
             name: "stack_grant_agent_access",
-            description: "Grant an agent access to a connected service with specific scopes. Supports baseline constraints ({path, op, value}) and named intents for parameter-level ceilings; passports can only narrow them.",
+            description: "Grant an agent access to a connected service with specific scopes. Supports baseline constraints ({path, op, value}) and named intents for parameter-level ceilings; passports can only narrow them. response_scan (off, annotate, block) scans upstream responses for prompt injection.",
             input_schema: object(
                 json!({
                     "agent_id": { "type": "string" },
@@ -186,7 +186,8 @@ pub(super) fn tools() -> Vec<ToolSpec> {
                     "scopes": { "type": "array", "items": { "type": "string" }, "minItems": 1 },
                     "constraints": { "type": "array", "maxItems": 32, "items": { "type": "object", "properties": { "path": { "type": "string" }, "op": { "type": "string", "enum": ["eq", "not_eq", "in", "not_in", "matches", "starts_with", "lte", "gte"] }, "value": {} }, "required": ["path", "op"] } },
                     "intents": { "type": "array", "items": { "type": "object", "properties": { "name": { "type": "string" }, "params": { "type": "object" } }, "required": ["name"] } },
-                    "allow_data_from": { "type": "array", "items": { "type": "string" } }
+                    "allow_data_from": { "type": "array", "items": { "type": "string" } },
+                    "response_scan": { "type": "string", "enum": ["off", "annotate", "block"], "default": "off", "description": "Scan upstream responses for prompt injection: annotate adds the verdict, block withholds a critical answer." }
                 }),
                 &["agent_id", "service_connection_id", "scopes"],
             ),
