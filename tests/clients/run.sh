@@ -11,7 +11,7 @@
 # a fresh data directory, reads the first operator's key from its stdout,
 # then:
 #   1. the Inspector's CLI mode lists the tools over Streamable HTTP with
-#      `--header "Authorization: Bearer …"`: 77 tools, known names present;
+#      `--header "Authorization: Bearer …"`: 80 tools (77 + 3 OAuth-app tools), known names present;
 #   2. Claude Code, with HOME in a temp directory (no login, no model call):
 #      `claude mcp add --transport http … --header …` then `claude mcp list`
 #      must report the server connected.
@@ -20,7 +20,10 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 work="$repo/target/clients"
-expected_tools=77
+# The 77 tools of the product docs plus the three OAuth-app tools of upstream
+# OAuth connections (stack_configure_oauth_app, stack_list_oauth_apps,
+# stack_delete_oauth_app).
+expected_tools=80
 mkdir -p "$work"
 cp "$repo/tests/clients/package.json" "$repo/tests/clients/package-lock.json" "$work/"
 if [ ! -x "$work/node_modules/.bin/claude" ] || ! cmp -s "$repo/tests/clients/package-lock.json" "$work/node_modules/.package-lock.json.stamp" 2>/dev/null; then
@@ -72,7 +75,7 @@ fi
 count="$(node -e '
   const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
   const names = (r.tools || []).map((t) => t.name);
-  for (const n of ["stack_register_agent", "stack_audit_verify_chain"]) {
+  for (const n of ["stack_register_agent", "stack_audit_verify_chain", "stack_configure_oauth_app", "stack_simulate_intent"]) {
     if (!names.includes(n)) { console.error("missing tool " + n); process.exit(1); }
   }
   console.log(names.length);
