@@ -11,19 +11,26 @@ speak the protocol with plain httpx.
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
+import json
 import os
 import secrets
+import ssl
+import threading
 import time
 import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from mcp_client import dump, json_of, run, text_of
-from stack_harness import StackServer, unique_name
+from stack_harness import StackServer, backends, unique_name
 
 SDK_SCOPES = (
     "passports:read passports:write agents:read agents:write services:read "
@@ -245,6 +252,7 @@ def test_discovery_documents_and_401(stack_server) -> None:  # type: ignore[no-u
         assert meta["code_challenge_methods_supported"] == ["S256"]
         assert meta["authorization_response_iss_parameter_supported"] is True
         assert meta["token_endpoint_auth_methods_supported"] == ["none"]
+        assert meta["client_id_metadata_document_supported"] is True
         assert set(SDK_SCOPES.split()) <= set(meta["scopes_supported"])
 
 
@@ -640,3 +648,351 @@ def test_registration_flooding_is_limited(monkeypatch: pytest.MonkeyPatch, tmp_p
     finally:
         srv.cleanup()
         os.environ.pop("STACK_CONFIG", None)
+
+
+# --------------------------------------------------------------------------- Client ID Metadata Documents
+#
+# The client_id is an https URL; STACK fetches the JSON document there through
+# the proxy's SSRF-guarded egress client. The documents are served by a local
+# HTTPS server with a throw-away certificate that the STACK server under test
+# trusts (STACK_PROXY_CA_FILE); `cimd.test` resolves to 127.0.0.1
+# (STACK_PROXY_RESOLVE) and loopback is allow-listed (STACK_PROXY_ALLOW_PRIVATE),
+# as in tests/sdk/test_proxy.py. Plain http is not allowed on this server.
+
+CIMD_HOST = "cimd.test"
+CIMD_TIMEOUT_S = 5  # stack_app::oauth::CLIENT_METADATA_FETCH_TIMEOUT_SECONDS
+
+
+def _self_signed(directory: Path, hosts: list[str]) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    usage = x509.KeyUsage(
+        digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
+    )
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(h) for h in hosts]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(usage, critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cimd.cert.pem", directory / "cimd.key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+@dataclass
+class _Doc:
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+    delay: float = 0.0
+
+
+class Documents:
+    """A local HTTPS server that serves Client ID Metadata Documents by path and counts fetches."""
+
+    def __init__(self, cert: Path, key: Path) -> None:
+        self.docs: dict[str, _Doc] = {}
+        self.hits: dict[str, int] = {}
+        self.lock = threading.Lock()
+        docs = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                with docs.lock:
+                    docs.hits[self.path] = docs.hits.get(self.path, 0) + 1
+                    doc = docs.docs.get(self.path, _Doc(status=404, body=b"{}"))
+                if doc.delay:
+                    time.sleep(doc.delay)
+                try:
+                    self.send_response(doc.status)
+                    for k, v in doc.headers.items():
+                        self.send_header(k, v)
+                    self.send_header("content-length", str(len(doc.body)))
+                    self.end_headers()
+                    self.wfile.write(doc.body)
+                except OSError:
+                    pass  # the server under test gave up (the slow-document test)
+
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, *_args: Any) -> None:
+                pass
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def url(self, path: str, host: str = CIMD_HOST, scheme: str = "https") -> str:
+        return f"{scheme}://{host}:{self.port}{path}"
+
+    def serve(self, path: str, document: dict[str, Any] | bytes, **kw: Any) -> str:
+        body = document if isinstance(document, bytes) else json.dumps(document).encode()
+        with self.lock:
+            self.docs[path] = _Doc(body=body, **kw)
+            self.hits[path] = 0
+        return self.url(path)
+
+    def fetches(self, path: str) -> int:
+        with self.lock:
+            return self.hits.get(path, 0)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+
+
+def client_document(url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "client_id": url,
+        "client_name": "pytest CIMD client",
+        "client_uri": "https://cimd.test/",
+        "redirect_uris": [REDIRECT],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+        **extra,
+    }
+
+
+@dataclass
+class CimdEnv:
+    base_url: str
+    api_key: str
+    docs: Documents
+    cert: Path
+    server: StackServer
+
+
+def _cimd_server(backend: str, cert: Path, allow_private: bool) -> StackServer:
+    env = {"STACK_PROXY_RESOLVE": f"{CIMD_HOST}=127.0.0.1,private.test=10.11.12.13", "STACK_PROXY_CA_FILE": str(cert)}
+    if allow_private:
+        env["STACK_PROXY_ALLOW_PRIVATE"] = "127.0.0.0/8"
+    srv = StackServer.fresh(backend, extra_env=env)
+    srv.start()
+    return srv
+
+
+@pytest.fixture(scope="module", params=backends())
+def cimd_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[CimdEnv]:
+    cert, key = _self_signed(tmp_path_factory.mktemp("cimd"), [CIMD_HOST, "private.test"])
+    docs = Documents(cert, key)
+    srv = _cimd_server(request.param, cert, allow_private=True)
+    try:
+        assert srv.api_key
+        yield CimdEnv(base_url=srv.base_url, api_key=srv.api_key, docs=docs, cert=cert, server=srv)
+        srv.stop()
+    finally:
+        srv.cleanup()
+        docs.close()
+
+
+def refused_page(http: httpx.Client, client_id: str, *needles: str, **extra: str) -> str:
+    """GET /oauth/authorize for `client_id`: an error page, never a redirect."""
+    _, challenge = pkce()
+    res = http.get(authorize_url(client_id, challenge, **extra))
+    assert res.status_code == 400, (client_id, res.status_code, res.text)
+    assert "location" not in res.headers
+    assert "text/html" in res.headers["content-type"]
+    text = html_text(res.text)
+    assert "invalid_client" in text, text
+    for needle in needles:
+        assert needle in text, (needle, text)
+    return text
+
+
+def html_text(page: str) -> str:
+    import html
+
+    return html.unescape(page)
+
+
+def test_cimd_official_client_completes_authorization(cimd_env: CimdEnv) -> None:
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.auth import OAuthClientProvider
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared.auth import AuthorizationCodeResult, OAuthClientMetadata
+
+    path = f"/clients/{secrets.token_hex(4)}/client.json"
+    client_url = cimd_env.docs.url(path)
+    cimd_env.docs.serve(path, client_document(client_url), headers={"content-type": "application/json", "cache-control": "max-age=60"})
+    base = cimd_env.base_url
+    url = f"{base}/mcp"
+    browser = Browser(base)
+    seen: dict[str, Any] = {}
+
+    async def redirect_handler(authorization_url: str) -> None:
+        seen["auth_query"] = query_of(authorization_url)
+        login = browser.open(authorization_url)
+        seen["login_page"] = html_text(login.text)
+        consent = browser.login(login, cimd_env.api_key)
+        seen["consent_page"] = html_text(consent.text)
+        res = browser.consent(consent)
+        assert res.status_code == 303, (res.status_code, res.text)
+        seen["location"] = res.headers["location"]
+
+    async def callback_handler() -> AuthorizationCodeResult:
+        q = query_of(seen["location"])
+        return AuthorizationCodeResult(code=q["code"], state=q.get("state"), iss=q.get("iss"))
+
+    provider = OAuthClientProvider(
+        server_url=url,
+        client_metadata=OAuthClientMetadata(
+            client_name="pytest CIMD client",
+            redirect_uris=[REDIRECT],
+            grant_types=["authorization_code", "refresh_token"],
+            response_types=["code"],
+        ),
+        storage=_MemoryStorage(),
+        redirect_handler=redirect_handler,
+        callback_handler=callback_handler,
+        client_metadata_url=client_url,
+    )
+    name = unique_name("cimd-agent")
+
+    async def go() -> dict[str, Any]:
+        client = httpx2.AsyncClient(auth=provider, timeout=httpx2.Timeout(30.0, read=60.0))
+        async with client, streamable_http_client(url, http_client=client) as streams:
+            async with ClientSession(streams[0], streams[1]) as s:
+                await s.initialize()
+                reg = dump(await s.call_tool("stack_register_agent", {"name": name}))
+                listed = dump(await s.call_tool("stack_list_agents", {}))
+                return {"reg": reg, "listed": listed}
+
+    try:
+        result = run(go, timeout=120)
+    finally:
+        browser.close()
+
+    # The client used its URL as client_id (no registration) and got through.
+    assert seen["auth_query"]["client_id"] == client_url, seen["auth_query"]
+    assert not result["reg"].get("isError"), text_of(result["reg"])
+    assert name in {a["name"] for a in json_of(result["listed"])["agents"]}
+    # Both pages name the client and the host its document came from.
+    for page in (seen["login_page"], seen["consent_page"]):
+        assert "pytest CIMD client" in page and f"{CIMD_HOST}:{cimd_env.docs.port}" in page, page
+    # Cache-Control: max-age=60 — fetched once for authorize, login and consent.
+    assert cimd_env.docs.fetches(path) == 1
+    # The consent is audited under the URL client_id.
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {cimd_env.api_key}"}) as http:
+        entries = http.get("/v1/audit", params={"limit": 50}).json()["entries"]
+    assert any(e["action"] == "oauth.authorize" and e.get("target_id") == client_url for e in entries), entries[:3]
+
+
+def test_cimd_raw_flow_and_no_store_documents_are_fetched_each_time(cimd_env: CimdEnv) -> None:
+    path = "/clients/no-store.json"
+    client_url = cimd_env.docs.url(path)
+    cimd_env.docs.serve(path, client_document(client_url), headers={"content-type": "application/json", "cache-control": "no-store"})
+    verifier, challenge = pkce()
+    browser = Browser(cimd_env.base_url)
+    try:
+        location = browser.authorize(authorize_url(client_url, challenge, state="s-cimd"), cimd_env.api_key)
+    finally:
+        browser.close()
+    q = query_of(location)
+    assert location.startswith(REDIRECT) and q["state"] == "s-cimd" and q["iss"] == cimd_env.base_url, q
+    # authorize, login and consent each fetched it again (no-store).
+    assert cimd_env.docs.fetches(path) == 3
+    with httpx.Client(base_url=cimd_env.base_url) as http:
+        form = {"grant_type": "authorization_code", "code": q["code"], "redirect_uri": REDIRECT, "client_id": client_url, "code_verifier": verifier}
+        oauth_err(http.post("/oauth/token", data={**form, "client_id": cimd_env.docs.url("/clients/other.json")}), "invalid_grant")
+        tokens = token_ok(http.post("/oauth/token", data=form))
+        refreshed = token_ok(http.post("/oauth/token", data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"], "client_id": client_url}))
+    assert mcp_post(cimd_env.base_url, refreshed["access_token"], "tools/list").status_code == 200
+
+
+def test_cimd_document_must_name_its_own_url(cimd_env: CimdEnv) -> None:
+    path = "/clients/mismatch.json"
+    client_url = cimd_env.docs.url(path)
+    cimd_env.docs.serve(path, client_document(cimd_env.docs.url("/clients/someone-else.json")))
+    with httpx.Client(base_url=cimd_env.base_url, follow_redirects=False) as http:
+        refused_page(http, client_url, "client_id does not match its URL")
+        # Not cached: a corrected document is accepted at once.
+        cimd_env.docs.serve(path, client_document(client_url))
+        _, challenge = pkce()
+        assert http.get(authorize_url(client_url, challenge)).status_code == 200
+        # Missing required fields.
+        for broken in ({"client_name": None}, {"redirect_uris": []}, {"client_secret": "s3cret"}, {"token_endpoint_auth_method": "client_secret_basic"}):
+            p = f"/clients/broken-{secrets.token_hex(3)}.json"
+            u = cimd_env.docs.url(p)
+            doc = {k: v for k, v in client_document(u, **broken).items() if v is not None}
+            cimd_env.docs.serve(p, doc)
+            refused_page(http, u)
+        p = "/clients/not-json.json"
+        cimd_env.docs.serve(p, b"<html>hello</html>", headers={"content-type": "text/html"})
+        refused_page(http, cimd_env.docs.url(p), "not served as JSON")
+        p = "/clients/missing.json"
+        refused_page(http, cimd_env.docs.url(p), "HTTP 404")
+
+
+def test_cimd_redirect_uri_must_be_in_the_document(cimd_env: CimdEnv) -> None:
+    path = "/clients/redirects.json"
+    client_url = cimd_env.docs.url(path)
+    cimd_env.docs.serve(path, client_document(client_url))
+    with httpx.Client(base_url=cimd_env.base_url, follow_redirects=False) as http:
+        _, challenge = pkce()
+        for evil in ("https://evil.example/callback", "http://127.0.0.1:33418/other", "http://localhost:33418/callback"):
+            res = http.get(authorize_url(client_url, challenge, redirect_uri=evil))
+            assert res.status_code == 400 and "location" not in res.headers, (evil, res.status_code)
+            assert "redirect_uri does not match" in html_text(res.text)
+        res = http.get(authorize_url(client_url, challenge))
+        assert res.status_code == 200 and "pytest CIMD client" in html_text(res.text)
+
+
+def test_cimd_refuses_plain_http_ip_literals_and_private_addresses(cimd_env: CimdEnv) -> None:
+    path = "/clients/where.json"
+    cimd_env.docs.serve(path, client_document(cimd_env.docs.url(path)))
+    with httpx.Client(base_url=cimd_env.base_url, follow_redirects=False) as http:
+        refused_page(http, cimd_env.docs.url(path, scheme="http"), "must use https")
+        refused_page(http, cimd_env.docs.url(path, host="127.0.0.1"), "not acceptable")
+        refused_page(http, cimd_env.docs.url("/"), "must have a path")
+        refused_page(http, cimd_env.docs.url(path, host="user@cimd.test"), "not acceptable")
+        # private.test resolves to 10.11.12.13: outside the allow-list, refused before connecting.
+        refused_page(http, cimd_env.docs.url(path, host="private.test"), "non-public address")
+    # Without the loopback allow-list (the default), the same document is refused.
+    strict = _cimd_server("sqlite", cimd_env.cert, allow_private=False)
+    try:
+        with httpx.Client(base_url=strict.base_url, follow_redirects=False) as http:
+            refused_page(http, cimd_env.docs.url(path), "non-public address (loopback)")
+        strict.stop()
+    finally:
+        strict.cleanup()
+
+
+def test_cimd_oversized_and_slow_documents_are_refused(cimd_env: CimdEnv) -> None:
+    big = "/clients/big.json"
+    big_url = cimd_env.docs.url(big)
+    cimd_env.docs.serve(big, client_document(big_url, padding="x" * 6000))
+    slow = "/clients/slow.json"
+    slow_url = cimd_env.docs.url(slow)
+    cimd_env.docs.serve(slow, client_document(slow_url), delay=CIMD_TIMEOUT_S + 3)
+    with httpx.Client(base_url=cimd_env.base_url, follow_redirects=False, timeout=30.0) as http:
+        refused_page(http, big_url, "larger than 5120 bytes")
+        started = time.monotonic()
+        refused_page(http, slow_url, f"within {CIMD_TIMEOUT_S} s")
+        assert time.monotonic() - started < CIMD_TIMEOUT_S + 2.5

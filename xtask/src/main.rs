@@ -275,7 +275,7 @@ fn bench(root: &Path, name: Option<&str>, rest: &[String]) -> anyhow::Result<()>
         Some(other) => bail!("unknown benchmark {other}; known: scan, passport, mcp, proxy"),
         None => {
             bail!(
-                "usage: cargo xtask bench <scan [corpus] | passport [iterations] [passports] | mcp [seconds] [levels] | proxy [seconds] [rates]>"
+                "usage: cargo xtask bench <scan [corpus] | passport [iterations] [passports] | mcp [seconds] [levels] [rounds] | proxy [seconds] [rates]>"
             )
         }
     }
@@ -324,7 +324,8 @@ fn bench_proxy(root: &Path, rest: &[String]) -> anyhow::Result<()> {
     run(root, "bench proxy (direct, nginx, STACK)", &mut bench)
 }
 
-/// `bench mcp`: STACK's /mcp against the Python SDK's FastMCP server. The
+/// `bench mcp`: STACK's /mcp against the Python SDK's FastMCP server, in
+/// alternating slices (`[seconds] [levels] [rounds]`, see the example). The
 /// Python side needs the `mcp` package: `target/pyenv` (the CI suites'
 /// environment) when it has it, else `target/pyenv-bench`, created here.
 fn bench_mcp(root: &Path, rest: &[String]) -> anyhow::Result<()> {

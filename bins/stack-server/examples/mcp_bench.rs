@@ -2,23 +2,33 @@
 //! official Python SDK's FastMCP server on the same machine, in one run.
 //!
 //! ```text
-//! cargo xtask bench mcp [SECONDS_PER_LEVEL]
+//! cargo xtask bench mcp [SECONDS_PER_LEVEL] [LEVELS] [ROUNDS]
 //! # or, by hand:
 //! cargo build --release -p stack-server
 //! STACK_BENCH_PYTHON=target/pyenv/bin/python \
-//!   cargo run --release -p stack-server --example mcp_bench -- [SECONDS_PER_LEVEL] [LEVELS]
+//!   cargo run --release -p stack-server --example mcp_bench -- [SECONDS_PER_LEVEL] [LEVELS] [ROUNDS]
 //! ```
 //!
 //! Starts the release `stack-server` (SQLite in a temporary directory, first
 //! operator key as the Bearer) and `examples/mcp_bench_fastmcp.py` (stateless
 //! Streamable HTTP with JSON responses, the SDK's `TokenVerifier` checking a
 //! static Bearer key). For each concurrency level (default 1, 16 and 64
-//! clients) and each server: every client has its own keep-alive HTTP
-//! connection, sends `initialize` once, then `tools/call` of a read-only tool
-//! (`stack_audit_chain_head` on STACK, `chain_head` on FastMCP) serially
-//! until the level's time is up (default 10 s). Prints requests/s and p50/p99
-//! latency per level and server, and the STACK/FastMCP throughput ratio.
-//! Errors (non-200, JSON-RPC error or `isError`) are counted, not timed.
+//! clients) each server gets SECONDS_PER_LEVEL (default 10) of load, cut into
+//! ROUNDS (default 5) slices that alternate between the two servers (STACK,
+//! FastMCP, then FastMCP, STACK, …), so that both see the same background
+//! load of the machine. In a slice every client opens its own keep-alive
+//! HTTP/1.1 connection (`TCP_NODELAY`), sends `initialize` once, then
+//! `tools/call` of a read-only tool (`stack_audit_chain_head` on STACK,
+//! `chain_head` on FastMCP) serially until the slice is over.
+//!
+//! The load generator is deliberately lean (hyper's connection API, a body
+//! from a template, the response read into a two-field struct) because it
+//! shares the machine with the server it measures: its CPU time per request
+//! is printed too, beside each server's (from `/proc/<pid>/stat`, Linux).
+//! Prints requests/s, p50/p99 latency, errors and CPU per request per level
+//! and server, the STACK/FastMCP throughput ratio, and the load average
+//! before and after. Errors (non-200, JSON-RPC error or `isError`) are
+//! counted, not timed.
 //!
 //! Env: `STACK_SERVER_BIN` (default `target/release/stack-server`, beside
 //! this example's directory), `STACK_BENCH_PYTHON` (default `python3`; needs
@@ -32,97 +42,32 @@
     clippy::indexing_slicing
 )] // a measurement tool: it reports on stdout and stops loudly
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use bytes::Bytes;
+use common::{Proc, start_stack};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
 
 const PROTOCOL: &str = "2025-11-25";
 
 /// A server under test: where to post and what to call.
 struct Target {
     label: &'static str,
-    url: String,
-    key: String,
+    addr: std::net::SocketAddr,
+    authorization: http::HeaderValue,
     tool: &'static str,
+    pid: u32,
 }
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn server_bin() -> PathBuf {
-    if let Ok(p) = std::env::var("STACK_SERVER_BIN") {
-        return PathBuf::from(p);
-    }
-    // target/<profile>/examples/<this> -> target/<profile>/stack-server
-    let exe = std::env::current_exe().unwrap();
-    exe.parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join("stack-server"))
-        .unwrap()
-}
-
-/// Starts `stack-server` on SQLite; returns the process, base URL and the
-/// first operator's key.
-fn start_stack(data: &std::path::Path) -> (Proc, String, String) {
-    let bin = server_bin();
-    let mut child = Command::new(&bin)
-        .env("STACK_DATA_DIR", data)
-        .env("STACK_LISTEN", "127.0.0.1:0")
-        // rmcp logs three INFO lines per request; a deployment would quiet it too.
-        .env("STACK_LOG", "info,rmcp=warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
-    let (tx, rx) = mpsc::channel::<(bool, String)>();
-    let stdout = child.stdout.take().unwrap();
-    let tx_out = tx.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx_out.send((true, line));
-        }
-    });
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send((false, line));
-        }
-    });
-    let (mut key, mut base) = (None, None);
-    while key.is_none() || base.is_none() {
-        let (is_stdout, line) = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("stack-server did not start");
-        if is_stdout {
-            if let Some(k) = line
-                .split_whitespace()
-                .find(|w| w.starts_with("sk_live_op_"))
-            {
-                key = Some(k.to_owned());
-            }
-        } else if let Some(rest) = line.split("listening on http://").nth(1) {
-            base = Some(format!(
-                "http://{}",
-                rest.split_whitespace().next().unwrap()
-            ));
-        }
-    }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    (Proc(child), base.unwrap(), key.unwrap())
-}
-
-/// Starts the FastMCP server; returns the process and base URL.
-fn start_fastmcp(key: &str) -> (Proc, String) {
+/// Starts the FastMCP server; returns the process and its address.
+fn start_fastmcp(key: &str) -> (Proc, std::net::SocketAddr) {
     let python = std::env::var("STACK_BENCH_PYTHON").unwrap_or_else(|_| "python3".into());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/mcp_bench_fastmcp.py");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -147,71 +92,186 @@ fn start_fastmcp(key: &str) -> (Proc, String) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    (proc, format!("http://127.0.0.1:{port}"))
+    (proc, addr)
 }
 
-async fn post(client: &reqwest::Client, t: &Target, body: &Value) -> Result<Value, String> {
-    let res = client
-        .post(&t.url)
-        .bearer_auth(&t.key)
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", PROTOCOL)
-        .body(body.to_string())
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = res.status();
-    let text = res.text().await.map_err(|e| e.to_string())?;
-    if status != 200 {
-        return Err(format!("{status}: {text}"));
-    }
-    let v: Value = serde_json::from_str(&text).map_err(|e| format!("{e}: {text}"))?;
-    if v.get("error").is_some() || v["result"]["isError"] == true {
-        return Err(v.to_string());
-    }
-    Ok(v)
+/// The parts of a JSON-RPC answer the bench looks at.
+#[derive(serde::Deserialize)]
+struct Answer {
+    result: Option<AnswerResult>,
+    error: Option<serde::de::IgnoredAny>,
 }
 
-/// One client: `initialize`, then `tools/call` until `deadline`. Returns the
-/// latencies of the successful calls (µs) and the number of failed ones.
+#[derive(serde::Deserialize)]
+struct AnswerResult {
+    #[serde(rename = "isError", default)]
+    is_error: bool,
+}
+
+/// One client's connection.
+struct Client {
+    send: SendRequest<Full<Bytes>>,
+}
+
+impl Client {
+    async fn connect(t: &Target) -> Result<Self, String> {
+        let tcp = tokio::net::TcpStream::connect(t.addr)
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.set_nodelay(true).map_err(|e| e.to_string())?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Self { send })
+    }
+
+    async fn post(&mut self, t: &Target, body: String) -> Result<(), String> {
+        let req = http::Request::post("/mcp")
+            .header(http::header::HOST, t.addr.to_string())
+            .header(http::header::AUTHORIZATION, t.authorization.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::ACCEPT, "application/json, text/event-stream")
+            .header("mcp-protocol-version", PROTOCOL)
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        self.send.ready().await.map_err(|e| e.to_string())?;
+        let res = self
+            .send
+            .send_request(req)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = res.status();
+        let bytes = res
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        if status != http::StatusCode::OK {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&bytes)));
+        }
+        match serde_json::from_slice::<Answer>(&bytes) {
+            Ok(a) if a.error.is_none() && a.result.as_ref().is_some_and(|r| !r.is_error) => Ok(()),
+            _ => Err(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+}
+
+/// One client: connect, `initialize`, then `tools/call` until `deadline`.
+/// Returns the latencies of the successful calls (µs), the number of failed
+/// ones and the first error.
 async fn client_loop(t: &Target, deadline: Instant) -> (Vec<u32>, usize, Option<String>) {
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(1)
-        .build()
-        .unwrap();
-    let init = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
-        "protocolVersion": PROTOCOL, "capabilities": {},
-        "clientInfo": {"name": "mcp_bench", "version": "0"}}});
-    if let Err(e) = post(&client, t, &init).await {
+    let mut client = match Client::connect(t).await {
+        Ok(c) => c,
+        Err(e) => panic!("{}: cannot connect: {e}", t.label),
+    };
+    let init = format!(
+        r#"{{"jsonrpc":"2.0","id":0,"method":"initialize","params":{{"protocolVersion":"{PROTOCOL}","capabilities":{{}},"clientInfo":{{"name":"mcp_bench","version":"0"}}}}}}"#
+    );
+    if let Err(e) = client.post(t, init).await {
         panic!("{}: initialize failed: {e}", t.label);
     }
     let (mut lat, mut errors, mut first_error) = (Vec::new(), 0, None);
     let mut id = 1u64;
     while Instant::now() < deadline {
-        let body = json!({"jsonrpc":"2.0","id":id,"method":"tools/call",
-            "params":{"name": t.tool, "arguments": {}}});
+        let body = format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{}","arguments":{{}}}}}}"#,
+            t.tool
+        );
         id += 1;
         let sent = Instant::now();
-        match post(&client, t, &body).await {
-            Ok(_) => lat.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX)),
+        match client.post(t, body).await {
+            Ok(()) => lat.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX)),
             Err(e) => {
                 errors += 1;
                 first_error.get_or_insert(e);
+                // A broken connection is replaced, as a real client would.
+                if client.send.is_closed() {
+                    match Client::connect(t).await {
+                        Ok(c) => client = c,
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    }
+                }
             }
         }
     }
     (lat, errors, first_error)
 }
 
-struct Level {
-    rps: f64,
-    p50: u32,
-    p99: u32,
+/// What one server did at one level, summed over its slices.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u32>,
     errors: usize,
+    seconds: f64,
+    cpu_ticks: u64,
+    loadgen_ticks: u64,
 }
 
-async fn run_level(t: &std::sync::Arc<Target>, clients: usize, secs: f64) -> Level {
+impl Tally {
+    fn rps(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.latencies.len() as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+
+    fn pct(&mut self, p: f64) -> u32 {
+        if self.latencies.is_empty() {
+            return 0;
+        }
+        self.latencies.sort_unstable();
+        let rank = ((p / 100.0) * self.latencies.len() as f64).ceil() as usize;
+        self.latencies[rank.clamp(1, self.latencies.len()) - 1]
+    }
+
+    /// CPU microseconds per successful request.
+    fn cpu_us(&self, ticks: u64) -> String {
+        if self.latencies.is_empty() || ticks_per_second() == 0 {
+            return "—".into();
+        }
+        let us = ticks as f64 * 1e6 / ticks_per_second() as f64 / self.latencies.len() as f64;
+        format!("{us:.0} µs")
+    }
+}
+
+/// `utime + stime` of a process in clock ticks (Linux), 0 elsewhere.
+fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime
+            // are fields 14 and 15 of the whole line.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+fn ticks_per_second() -> u64 {
+    // USER_HZ is 100 on every Linux the project targets.
+    if cfg!(target_os = "linux") { 100 } else { 0 }
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| {
+            let f: Vec<&str> = s.split_whitespace().take(3).collect();
+            (f.len() == 3).then(|| f.join(" "))
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Runs `clients` clients against `t` for `secs` and adds the outcome to `tally`.
+async fn run_slice(t: &Arc<Target>, clients: usize, secs: f64, tally: &mut Tally) {
+    let me = std::process::id();
+    let (cpu0, gen0) = (cpu_ticks(t.pid), cpu_ticks(me));
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(secs);
     let tasks: Vec<_> = (0..clients)
@@ -220,30 +280,17 @@ async fn run_level(t: &std::sync::Arc<Target>, clients: usize, secs: f64) -> Lev
             tokio::spawn(async move { client_loop(&t, deadline).await })
         })
         .collect();
-    let (mut all, mut errors) = (Vec::new(), 0);
     for task in tasks {
         let (lat, e, first) = task.await.unwrap();
-        all.extend(lat);
-        errors += e;
+        tally.latencies.extend(lat);
+        tally.errors += e;
         if let Some(first) = first {
             eprintln!("{} ({clients} clients): first error: {first}", t.label);
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    let pct = |p: f64| {
-        if all.is_empty() {
-            return 0;
-        }
-        let rank = ((p / 100.0) * all.len() as f64).ceil() as usize;
-        all[rank.clamp(1, all.len()) - 1]
-    };
-    Level {
-        rps: all.len() as f64 / elapsed,
-        p50: pct(50.0),
-        p99: pct(99.0),
-        errors,
-    }
+    tally.seconds += started.elapsed().as_secs_f64();
+    tally.cpu_ticks += cpu_ticks(t.pid).saturating_sub(cpu0);
+    tally.loadgen_ticks += cpu_ticks(me).saturating_sub(gen0);
 }
 
 fn ms(us: u32) -> String {
@@ -257,53 +304,74 @@ async fn main() {
     let levels: Vec<usize> = args.get(1).map_or(vec![1, 16, 64], |s| {
         s.split(',').map(|n| n.parse().expect("LEVELS")).collect()
     });
+    let rounds: usize = args.get(2).map_or(5, |s| s.parse().expect("ROUNDS")).max(1);
 
     let data = tempfile::tempdir().unwrap();
-    let (_stack, stack_base, key) = start_stack(data.path());
-    let (_fastmcp, fastmcp_base) = start_fastmcp(&key);
-    let targets = [
-        std::sync::Arc::new(Target {
-            label: "STACK",
-            url: format!("{stack_base}/mcp"),
-            key: key.clone(),
-            tool: "stack_audit_chain_head",
-        }),
-        std::sync::Arc::new(Target {
-            label: "FastMCP",
-            url: format!("{fastmcp_base}/mcp"),
-            key,
-            tool: "chain_head",
-        }),
-    ];
+    let (stack_proc, stack_base, key) = start_stack(data.path(), &[]);
+    let (fastmcp_proc, fastmcp_addr) = start_fastmcp(&key);
+    let authorization = http::HeaderValue::from_str(&format!("Bearer {key}")).unwrap();
+    let stack_addr = stack_base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("STACK's address");
+    let stack = Arc::new(Target {
+        label: "STACK",
+        addr: stack_addr,
+        authorization: authorization.clone(),
+        tool: "stack_audit_chain_head",
+        pid: stack_proc.0.id(),
+    });
+    let fastmcp = Arc::new(Target {
+        label: "FastMCP",
+        addr: fastmcp_addr,
+        authorization,
+        tool: "chain_head",
+        pid: fastmcp_proc.0.id(),
+    });
     // Warm up both (connections, caches, lazy initialisation); not recorded.
-    for t in &targets {
-        run_level(t, 4, 1.0).await;
+    for t in [&stack, &fastmcp] {
+        run_slice(t, 4, 1.0, &mut Tally::default()).await;
     }
 
-    println!("{secs} s per level; tools/call, protocol {PROTOCOL}, Bearer auth on both");
+    println!(
+        "{secs} s per level and server in {rounds} alternating slices; tools/call, protocol {PROTOCOL}, Bearer auth on both"
+    );
+    println!("load average before: {}", loadavg());
     println!();
-    println!("| clients | server | requests/s | p50 | p99 | errors | STACK/FastMCP |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| clients | server | requests/s | p50 | p99 | errors | server CPU/req | load generator CPU/req | STACK/FastMCP |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &clients in &levels {
-        let stack = run_level(&targets[0], clients, secs).await;
-        let fast = run_level(&targets[1], clients, secs).await;
-        let ratio = if fast.rps > 0.0 {
-            format!("{:.1}×", stack.rps / fast.rps)
+        let (mut s, mut f) = (Tally::default(), Tally::default());
+        let slice = secs / rounds as f64;
+        for round in 0..rounds {
+            if round % 2 == 0 {
+                run_slice(&stack, clients, slice, &mut s).await;
+                run_slice(&fastmcp, clients, slice, &mut f).await;
+            } else {
+                run_slice(&fastmcp, clients, slice, &mut f).await;
+                run_slice(&stack, clients, slice, &mut s).await;
+            }
+        }
+        let ratio = if f.rps() > 0.0 {
+            format!("{:.1}×", s.rps() / f.rps())
         } else {
             "—".into()
         };
-        for (t, l, r) in [
-            (&targets[0], &stack, ratio.as_str()),
-            (&targets[1], &fast, ""),
-        ] {
+        for (label, tally, r) in [("STACK", &mut s, ratio.as_str()), ("FastMCP", &mut f, "")] {
+            let (p50, p99) = (tally.pct(50.0), tally.pct(99.0));
             println!(
-                "| {clients} | {} | {:.0} | {} | {} | {} | {r} |",
-                t.label,
-                l.rps,
-                ms(l.p50),
-                ms(l.p99),
-                l.errors
+                "| {clients} | {label} | {:.0} | {} | {} | {} | {} | {} | {r} |",
+                tally.rps(),
+                ms(p50),
+                ms(p99),
+                tally.errors,
+                tally.cpu_us(tally.cpu_ticks),
+                tally.cpu_us(tally.loadgen_ticks),
             );
         }
     }
+    println!();
+    println!("load average after: {}", loadavg());
 }

@@ -44,3 +44,24 @@ pub fn build(config: &Config) -> anyhow::Result<Arc<dyn EgressPort>> {
     .map_err(|e| anyhow::anyhow!("egress client: {e}"))?;
     Ok(Arc::new(EgressAdapter(egress)))
 }
+
+/// The client that fetches OAuth Client ID Metadata Documents: the proxy's
+/// SSRF guard and allow-lists, with the documents' own limits (5 KiB, 5 s).
+pub fn build_client_metadata(config: &Config) -> anyhow::Result<Arc<dyn EgressPort>> {
+    let timeout =
+        std::time::Duration::from_secs(stack_app::oauth::CLIENT_METADATA_FETCH_TIMEOUT_SECONDS);
+    let egress = Egress::new(EgressConfig {
+        allow_private: config.proxy_allow_private.clone(),
+        allow_http: config.proxy_allow_http,
+        resolve: config.proxy_resolve.clone(),
+        extra_roots: config.proxy_extra_roots.clone(),
+        max_request_bytes: 1024,
+        max_response_bytes: stack_app::oauth::CLIENT_METADATA_MAX_BYTES,
+        timeout,
+        connect_timeout: timeout,
+        pool_max_idle_per_host: 2,
+        ..EgressConfig::default()
+    })
+    .map_err(|e| anyhow::anyhow!("client metadata egress client: {e}"))?;
+    Ok(Arc::new(EgressAdapter(egress)))
+}

@@ -336,6 +336,10 @@ async fn serve(
     let cancel = CancellationToken::new();
     start_bus(&config, &app, &cancel).await?;
     app.set_egress(egress::build(&config)?);
+    app.set_client_metadata_egress(
+        egress::build_client_metadata(&config)?,
+        config.proxy_allow_http,
+    );
     spawn_silence_sweeper(app.clone(), cancel.clone());
     let router = build_router(&config, app, &cancel);
     // With port 0 the OS picks one: report the address actually bound.

@@ -121,6 +121,10 @@ pub struct App {
     operator_keys: Arc<services::OperatorKeys>,
     egress: Arc<std::sync::RwLock<Option<Arc<dyn proxy::EgressPort>>>>,
     scan: Arc<scan::ScanRuntime>,
+    /// Verified bearer credentials, remembered for a few seconds.
+    credentials: Arc<auth::CredentialCache>,
+    /// Per-node OAuth state (Client ID Metadata Documents).
+    oauth: Arc<oauth::OAuthRuntime>,
 }
 
 impl std::fmt::Debug for App {
@@ -158,6 +162,8 @@ impl App {
             operator_keys: Arc::new(services::OperatorKeys::default()),
             egress: Arc::new(std::sync::RwLock::new(None)),
             scan: Arc::new(scan::ScanRuntime::default()),
+            credentials: Arc::new(auth::CredentialCache::default()),
+            oauth: Arc::new(oauth::OAuthRuntime::default()),
         }
     }
 

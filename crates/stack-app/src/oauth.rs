@@ -19,9 +19,15 @@
 //! capped by; the key travels only in the form body and is never stored or
 //! logged.
 //!
+//! Clients identify themselves either by dynamic registration or, when the
+//! `client_id` is an `https` URL, by the Client ID Metadata Document found
+//! there ([`cimd`]): fetched through the proxy's SSRF-guarded egress client,
+//! validated, cached per node, never stored.
+//!
 //! What it does not do: no HTML and no HTTP (that is `stack-http::oauth`),
-//! no client secrets (every client is public), no Client ID Metadata
-//! Documents (this server never fetches URLs).
+//! no client secrets (every client is public).
+
+mod cimd;
 
 use async_trait::async_trait;
 use base64::Engine as _;
@@ -34,6 +40,13 @@ use stack_core::{Error, ErrorCode, Permission, Principal, Result, Role, Timestam
 use stack_crypto::{constant_time_eq, random_token, sha256, sha256_hex};
 
 use crate::{App, NewAudit};
+
+pub use cimd::{
+    CACHE_CAPACITY as CLIENT_METADATA_CACHE_CAPACITY,
+    FETCH_TIMEOUT_SECONDS as CLIENT_METADATA_FETCH_TIMEOUT_SECONDS,
+    MAX_DOCUMENT_BYTES as CLIENT_METADATA_MAX_BYTES, OAuthRuntime, client_id_host,
+    is_metadata_client_id,
+};
 
 /// Prefix of STACK-issued OAuth access tokens.
 pub const ACCESS_TOKEN_PREFIX: &str = "sat_";
@@ -595,6 +608,9 @@ pub struct LoginStep {
     pub browser_secret: Option<String>,
     pub client_name: String,
     pub client_id: String,
+    /// The host of a metadata-document `client_id` (the part of the
+    /// client's identity the user can trust); `None` for registered clients.
+    pub client_host: Option<String>,
     pub redirect_uri: String,
     pub scopes: Vec<&'static ScopeInfo>,
 }
@@ -606,6 +622,8 @@ pub struct ConsentStep {
     pub csrf: String,
     pub client_name: String,
     pub client_id: String,
+    /// See [`LoginStep::client_host`].
+    pub client_host: Option<String>,
     pub redirect_uri: String,
     pub scopes: Vec<&'static ScopeInfo>,
     /// Who is signed in (`operator:op_…` or `member:mem_…`).
@@ -832,6 +850,20 @@ impl App {
             .filter(|c| c.last_used_at.is_some() || c.created_at.as_millis() >= cutoff))
     }
 
+    /// The client of an authorization request: a metadata document for an
+    /// `https` client_id, else a live registration.
+    async fn authorization_client(&self, client_id: &str) -> OAuthResult<OAuthClient> {
+        if is_metadata_client_id(client_id) {
+            return self.metadata_client(client_id).await;
+        }
+        self.live_client(client_id).await?.ok_or_else(|| {
+            OAuthError::new(
+                OAuthErrorCode::InvalidClient,
+                "unknown client_id (unused registrations expire after 24 hours; register again)",
+            )
+        })
+    }
+
     // -------------------------------------------------------------- registration
 
     /// Dynamic client registration (RFC 7591). Every client is public (no
@@ -951,12 +983,10 @@ impl App {
         if client_id.is_empty() {
             return Err(show("client_id is required"));
         }
-        let client = self.live_client(client_id).await?.ok_or_else(|| {
-            AuthorizeFailure::Show(OAuthError::new(
-                OAuthErrorCode::InvalidClient,
-                "unknown client_id (unused registrations expire after 24 hours; register again)",
-            ))
-        })?;
+        let client = self
+            .authorization_client(client_id)
+            .await
+            .map_err(AuthorizeFailure::Show)?;
         let redirect_uri = match p.redirect_uri.as_deref() {
             Some(offered) => {
                 if !client
@@ -1054,6 +1084,7 @@ impl App {
                 .client_name
                 .clone()
                 .unwrap_or_else(|| client.client_id.clone()),
+            client_host: client_id_host(&client.client_id),
             client_id: client.client_id,
             redirect_uri,
             scopes,
@@ -1094,10 +1125,26 @@ impl App {
         if !browser_ok || !digests_match(&secret_digest(csrf), &request.csrf_digest) {
             return Err(forged());
         }
-        let client = self
-            .live_client(&request.client_id)
-            .await?
-            .ok_or_else(expired)?;
+        let client = if is_metadata_client_id(&request.client_id) {
+            // Fetched again if it left the cache; it must still list the
+            // redirect URI the request was opened with.
+            self.metadata_client(&request.client_id)
+                .await
+                .map_err(AuthorizeFailure::Show)?
+        } else {
+            self.live_client(&request.client_id)
+                .await?
+                .ok_or_else(expired)?
+        };
+        if !client
+            .redirect_uris
+            .iter()
+            .any(|r| redirect_uri_matches(r, &request.redirect_uri))
+        {
+            return Err(AuthorizeFailure::Show(OAuthError::request(
+                "the client no longer lists this redirect_uri; start again from your application",
+            )));
+        }
         Ok((request, client))
     }
 
@@ -1128,6 +1175,7 @@ impl App {
                 csrf: form.csrf,
                 browser_secret: None,
                 client_name,
+                client_host: client_id_host(&client.client_id),
                 client_id: client.client_id,
                 redirect_uri: request.redirect_uri,
                 scopes,
@@ -1166,6 +1214,7 @@ impl App {
             request_id: request.id,
             csrf,
             client_name,
+            client_host: client_id_host(&client.client_id),
             client_id: client.client_id,
             redirect_uri: request.redirect_uri,
             scopes,
@@ -1315,6 +1364,7 @@ impl App {
         self.store
             .revoke_oauth_grant(&grant.subject.operator_id, &grant.id, self.now(), audit)
             .await?;
+        self.forget_oauth_grant(&grant.id);
         Ok(())
     }
 
@@ -1412,9 +1462,11 @@ impl App {
                 "the authorization code was already used; every token issued from it is revoked",
             ));
         }
-        self.store
-            .mark_oauth_client_used(&grant.client_id, self.now())
-            .await?;
+        if !is_metadata_client_id(&grant.client_id) {
+            self.store
+                .mark_oauth_client_used(&grant.client_id, self.now())
+                .await?;
+        }
         Ok(response)
     }
 
@@ -1525,7 +1577,10 @@ impl App {
                     self.revoke_grant(&grant, "revoked by the client").await?;
                 }
             }
-            TokenKind::Access => self.store.revoke_oauth_token(&digest, self.now()).await?,
+            TokenKind::Access => {
+                self.store.revoke_oauth_token(&digest, self.now()).await?;
+                self.forget_credential(&digest);
+            }
         }
         Ok(())
     }
@@ -1542,6 +1597,9 @@ impl App {
             return Err(invalid());
         }
         let digest = secret_digest(token);
+        if let Some(hit) = self.cached_principal(&digest, audience) {
+            return hit;
+        }
         let stored = self
             .store
             .get_oauth_token(&digest)
@@ -1564,7 +1622,15 @@ impl App {
         if !self.store.api_key_is_live(&grant.subject.key_id).await? {
             return Err(invalid());
         }
-        grant.subject.principal(permissions_of(&stored.scope))
+        let principal = grant.subject.principal(permissions_of(&stored.scope))?;
+        self.remember_credential(
+            digest,
+            &principal,
+            &grant.subject.key_id,
+            Some((&grant.id, audience)),
+            Some(stored.expires_at.as_millis()),
+        );
+        Ok(principal)
     }
 }
 

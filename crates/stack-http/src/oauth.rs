@@ -143,7 +143,7 @@ async fn authorization_server_metadata(State(s): State<HttpState>) -> Response {
         "revocation_endpoint_auth_methods_supported": ["none"],
         "code_challenge_methods_supported": ["S256"],
         "authorization_response_iss_parameter_supported": true,
-        "client_id_metadata_document_supported": false,
+        "client_id_metadata_document_supported": s.app.client_metadata_documents_supported(),
     }))
     .into_response();
     cors(res.headers_mut());
@@ -437,13 +437,36 @@ fn scope_list(scopes: &[&stack_app::oauth::ScopeInfo], beyond: &[&str]) -> Strin
     out
 }
 
+/// Who the client is, for the pages: its self-chosen name and, for a
+/// metadata-document client, the host its description came from (the part
+/// the user can trust).
+fn client_label(name: &str, host: Option<&str>) -> String {
+    match host {
+        Some(host) => format!(
+            "<strong>{}</strong> from <strong>{}</strong>",
+            esc(name),
+            esc(host)
+        ),
+        None => format!("<strong>{}</strong>", esc(name)),
+    }
+}
+
+fn client_note(host: Option<&str>) -> String {
+    host.map_or_else(String::new, |host| {
+        format!(
+            "<p class=\"muted\">The name is chosen by the application itself; <code>{}</code> is the host that published its description (its Client ID Metadata Document). Continue only if you expect an application from there.</p>",
+            esc(host)
+        )
+    })
+}
+
 fn login_page(step: &LoginStep, error: Option<&str>, status: StatusCode) -> Response {
     let error = error.map_or_else(String::new, |m| {
         format!("<div class=\"box err\" role=\"alert\">{}</div>", esc(m))
     });
     let body = format!(
         "<h1>Sign in to STACK</h1>\
-<p><strong>{client}</strong> wants to access your STACK account. It will be sent back to <code>{redirect}</code>.</p>{error}\
+<p>{client} wants to access your STACK account. It will be sent back to <code>{redirect}</code>.</p>{note}{error}\
 <form method=\"post\" action=\"/oauth/authorize\" class=\"box\">\
 <input type=\"hidden\" name=\"request_id\" value=\"{rid}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <label for=\"api_key\">Operator or team-member API key</label>\
@@ -451,7 +474,8 @@ fn login_page(step: &LoginStep, error: Option<&str>, status: StatusCode) -> Resp
 <button type=\"submit\" class=\"primary\">Continue</button></form>\
 <p class=\"muted\">STACK has no passwords: you sign in with the API key you were given. It is checked once and never stored; the application only receives a token limited to the scopes below, and never more than this key may do.</p>\
 <p>Requested access:</p>{scopes}",
-        client = esc(&step.client_name),
+        client = client_label(&step.client_name, step.client_host.as_deref()),
+        note = client_note(step.client_host.as_deref()),
         redirect = esc(&step.redirect_uri),
         rid = esc(&step.request_id),
         csrf = esc(&step.csrf),
@@ -464,14 +488,15 @@ fn consent_page(step: &ConsentStep) -> Response {
     let body = format!(
         "<h1>Allow access?</h1>\
 <p>Signed in as <code>{who}</code>.</p>\
-<p><strong>{client}</strong> (<code>{client_id}</code>) asks for:</p>{scopes}\
+<p>{client} (<code>{client_id}</code>) asks for:</p>{scopes}{note}\
 <p class=\"muted\">You will be sent back to <code>{redirect}</code>. Access tokens last one hour; the application can renew them until you revoke it.</p>\
 <form method=\"post\" action=\"/oauth/consent\">\
 <input type=\"hidden\" name=\"request_id\" value=\"{rid}\"><input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
 <button type=\"submit\" name=\"decision\" value=\"approve\" class=\"primary\">Allow</button>\
 <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
         who = esc(&step.signed_in_as),
-        client = esc(&step.client_name),
+        client = client_label(&step.client_name, step.client_host.as_deref()),
+        note = client_note(step.client_host.as_deref()),
         client_id = esc(&step.client_id),
         scopes = scope_list(&step.scopes, &step.beyond_role),
         redirect = esc(&step.redirect_uri),
@@ -507,6 +532,18 @@ mod tests {
             esc("<script>\"x\"&'y'"),
             "&lt;script&gt;&quot;x&quot;&amp;&#39;y&#39;"
         );
+    }
+
+    #[test]
+    fn metadata_clients_show_their_host() {
+        let label = client_label("<b>Evil</b>", Some("app.example"));
+        assert_eq!(
+            label,
+            "<strong>&lt;b&gt;Evil&lt;/b&gt;</strong> from <strong>app.example</strong>"
+        );
+        assert!(client_note(Some("app.example")).contains("<code>app.example</code>"));
+        assert_eq!(client_label("x", None), "<strong>x</strong>");
+        assert!(client_note(None).is_empty());
     }
 
     #[test]

@@ -63,6 +63,8 @@ impl Default for McpConfig {
 struct Inner {
     app: App,
     tools: Vec<Tool>,
+    /// Position of each tool in `tools`, by name.
+    positions: HashMap<&'static str, usize>,
     specs: HashMap<&'static str, ToolSpec>,
 }
 
@@ -74,9 +76,11 @@ impl StackMcp {
     pub fn new(app: App) -> Self {
         let specs = catalog();
         let tools = specs.iter().map(ToolSpec::to_tool).collect();
+        let positions = specs.iter().enumerate().map(|(i, s)| (s.name, i)).collect();
         Self(Arc::new(Inner {
             app,
             tools,
+            positions,
             specs: specs.into_iter().map(|s| (s.name, s)).collect(),
         }))
     }
@@ -109,6 +113,16 @@ impl StackMcp {
         name: &str,
         args: Map<String, Value>,
     ) -> Result<Value, Error> {
+        self.call_as(principal.clone(), name, args).await
+    }
+
+    /// [`StackMcp::call`] with the principal handed over.
+    async fn call_as(
+        &self,
+        principal: Principal,
+        name: &str,
+        args: Map<String, Value>,
+    ) -> Result<Value, Error> {
         let spec = self
             .0
             .specs
@@ -119,7 +133,7 @@ impl StackMcp {
                 "this credential may not use {name} (its scopes or role do not cover it)"
             )));
         }
-        (spec.handler)(self.0.app.clone(), principal.clone(), args).await
+        (spec.handler)(self.0.app.clone(), principal, args).await
     }
 }
 
@@ -154,7 +168,9 @@ pub fn tool_error(e: &Error) -> CallToolResult {
 }
 
 fn tool_success(v: Value) -> CallToolResult {
-    let text = serde_json::to_string_pretty(&v).unwrap_or_default();
+    // Compact: the same JSON travels as structured content, and a model
+    // reading the text pays for every byte of indentation.
+    let text = serde_json::to_string(&v).unwrap_or_default();
     let mut r = CallToolResult::success(vec![ContentBlock::text(text)]);
     // structuredContent must be an object.
     r.structured_content = Some(if v.is_object() {
@@ -196,8 +212,14 @@ impl ServerHandler for StackMcp {
         Ok(ListToolsResult::with_all_items(tools))
     }
 
+    /// rmcp asks for a tool's schema on every `tools/call` of protocol
+    /// 2026-07-28 (to check the `Mcp-Name` header): a map lookup.
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.0.tools.iter().find(|t| t.name == name).cloned()
+        self.0
+            .positions
+            .get(name)
+            .and_then(|&i| self.0.tools.get(i))
+            .cloned()
     }
 
     /// Accepted and ignored: STACK emits no log notifications.
@@ -226,7 +248,7 @@ impl ServerHandler for StackMcp {
             return Ok(tool_error(&Error::unauthorized("missing credentials")).into());
         };
         let args = request.arguments.unwrap_or_default();
-        let result = match self.call(&principal, name, args).await {
+        let result = match self.call_as(principal, name, args).await {
             Ok(v) => tool_success(v),
             Err(e) => tool_error(&e),
         };
@@ -241,8 +263,41 @@ pub type Served = StackMcp;
 #[cfg(feature = "conformance-fixtures")]
 pub type Served = fixtures::WithFixtures;
 
-/// The Streamable HTTP service to mount at `/mcp` (behind the auth middleware).
-pub fn service(app: App, config: &McpConfig) -> StreamableHttpService<Served, NeverSessionManager> {
+/// The `/mcp` endpoint as a tower service that is cheap to clone. axum
+/// clones a nested service for every request, and rmcp's own
+/// `Service::call` clones the whole [`StreamableHttpService`] (its
+/// configuration, with the allowed host and origin lists) once more; this
+/// clones one `Arc` and calls [`StreamableHttpService::handle`].
+#[derive(Clone)]
+pub struct McpService(Arc<StreamableHttpService<Served, NeverSessionManager>>);
+
+type McpResponse =
+    http::Response<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>>;
+
+impl tower::Service<axum::extract::Request> for McpService {
+    type Response = McpResponse;
+    type Error = std::convert::Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<McpResponse, Self::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { Ok(service.handle(req).await) })
+    }
+}
+
+/// The Streamable HTTP service to mount at `/mcp` (behind the auth
+/// middleware). The handler and its tool catalog are built here, once; rmcp
+/// runs each stateless request against a clone of it (an `Arc`).
+pub fn service(app: App, config: &McpConfig) -> McpService {
     let handler = Served::from(StackMcp::new(app));
     let cfg = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(false)
@@ -251,9 +306,9 @@ pub fn service(app: App, config: &McpConfig) -> StreamableHttpService<Served, Ne
         .with_cancellation_token(config.cancel.child_token())
         .with_allowed_hosts(config.allowed_hosts.clone())
         .with_allowed_origins(config.allowed_origins.clone());
-    StreamableHttpService::new(
+    McpService(Arc::new(StreamableHttpService::new(
         move || Ok(handler.clone()),
         Arc::new(NeverSessionManager::default()),
         cfg,
-    )
+    )))
 }

@@ -397,20 +397,27 @@ impl OAuthStore for Db {
         Ok(true)
     }
 
+    // Primary-key reads on the bearer path use `.all()`, not `.one()`:
+    // `.one()` binds `LIMIT ?`, which makes SQLite re-prepare the statement
+    // on every execution (see `recorded_head` in lib.rs).
     async fn get_oauth_grant(&self, grant_id: &str) -> Result<Option<OAuthGrant>> {
         oauth_grant::Entity::find_by_id(grant_id.to_owned())
-            .one(&self.conn)
+            .all(&self.conn)
             .await
             .map_err(db_err)?
+            .into_iter()
+            .next()
             .map(grant_from)
             .transpose()
     }
 
     async fn get_oauth_token(&self, digest: &str) -> Result<Option<OAuthToken>> {
         oauth_token::Entity::find_by_id(digest.to_owned())
-            .one(&self.conn)
+            .all(&self.conn)
             .await
             .map_err(db_err)?
+            .into_iter()
+            .next()
             .map(token_from)
             .transpose()
     }

@@ -1,7 +1,9 @@
 //! OAuth lifetimes against a real (SQLite) store and a clock the test moves:
 //! an access token stops authenticating after `ACCESS_TOKEN_TTL_SECONDS`, its
 //! refresh token still works until `REFRESH_TOKEN_TTL_SECONDS`, and an
-//! authorization code dies after `CODE_TTL_SECONDS`.
+//! authorization code dies after `CODE_TTL_SECONDS`. And the per-node cache
+//! of verified credentials: a key or token revoked on one node stops working
+//! there at once and on another node within `CREDENTIAL_CACHE_TTL_MS`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -31,7 +33,11 @@ impl stack_app::Clock for TestClock {
 
 impl TestClock {
     fn advance(&self, seconds: i64) {
-        self.0.fetch_add(seconds * 1000, Ordering::SeqCst);
+        self.advance_ms(seconds * 1000);
+    }
+
+    fn advance_ms(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
@@ -187,6 +193,116 @@ async fn oauth_tokens_and_codes_expire() {
     clock.advance(CODE_TTL_SECONDS + 1);
     let err = app.oauth_token(exchange(client_id, c)).await.unwrap_err();
     assert_eq!(err.code.as_str(), "invalid_grant", "{err:?}");
+
+    db.close().await.unwrap();
+}
+
+/// Two nodes (two `App`s) on one database and one clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_credentials_stop_working_on_every_node_within_the_cache_ttl() {
+    use sea_orm::ConnectionTrait;
+    use stack_app::auth::CREDENTIAL_CACHE_TTL_MS;
+    use stack_app::oauth::RevokeRequest;
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&DbConfig::Sqlite {
+        path: dir.path().join("stack.db"),
+    })
+    .await
+    .unwrap();
+    let clock = Arc::new(TestClock(AtomicI64::new(1_800_000_000_000)));
+    let node = || {
+        App::new(
+            Arc::new(db.clone()),
+            clock.clone(),
+            Arc::new(SystemRandom::new()),
+            AppConfig::default(),
+        )
+    };
+    let (a, b) = (node(), node());
+    let op = a.create_operator("cache").await.unwrap();
+    let key = op.api_key.expose().to_owned();
+    let client = a
+        .register_oauth_client(
+            ClientMetadata {
+                redirect_uris: vec![REDIRECT.into()],
+                ..ClientMetadata::default()
+            },
+            "127.0.0.1",
+        )
+        .await
+        .unwrap();
+    let c = code(&a, &client.client_id, &key).await;
+    let tokens = a.oauth_token(exchange(&client.client_id, c)).await.unwrap();
+    for app in [&a, &b] {
+        app.authenticate_bearer(&key).await.unwrap();
+        app.authenticate_bearer_for(&tokens.access_token, Audience::Mcp)
+            .await
+            .unwrap();
+    }
+    assert_eq!(b.credential_cache().len(), 2);
+    // A token for /mcp stays refused on the REST API, cached or not.
+    let err = b
+        .authenticate_bearer_for(&tokens.access_token, Audience::Rest)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::Unauthorized);
+
+    // Node A revokes the access token: refused on A at once; B trusts its
+    // cached verification until the TTL is over, then asks the database.
+    a.oauth_revoke(RevokeRequest {
+        token: Some(tokens.access_token.clone()),
+        ..RevokeRequest::default()
+    })
+    .await
+    .unwrap();
+    assert!(
+        a.authenticate_bearer_for(&tokens.access_token, Audience::Mcp)
+            .await
+            .is_err()
+    );
+    clock.advance_ms(CREDENTIAL_CACHE_TTL_MS - 1);
+    b.authenticate_bearer_for(&tokens.access_token, Audience::Mcp)
+        .await
+        .unwrap();
+    clock.advance_ms(1);
+    assert!(
+        b.authenticate_bearer_for(&tokens.access_token, Audience::Mcp)
+            .await
+            .is_err()
+    );
+
+    // The API key is revoked (by whatever revokes keys, which then calls
+    // forget_api_key on its node): the same bound holds.
+    b.authenticate_bearer(&key).await.unwrap();
+    db.connection()
+        .execute_unprepared(&format!(
+            "UPDATE api_keys SET revoked_at = 1 WHERE operator_id = '{}'",
+            op.operator.id
+        ))
+        .await
+        .unwrap();
+    let key_id = db
+        .connection()
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.connection().get_database_backend(),
+            format!(
+                "SELECT id FROM api_keys WHERE operator_id = '{}'",
+                op.operator.id
+            ),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "id")
+        .unwrap();
+    a.forget_api_key(&key_id);
+    let err = a.authenticate_bearer(&key).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidApiKey);
+    b.authenticate_bearer(&key).await.unwrap();
+    clock.advance_ms(CREDENTIAL_CACHE_TTL_MS);
+    let err = b.authenticate_bearer(&key).await.unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidApiKey);
 
     db.close().await.unwrap();
 }
