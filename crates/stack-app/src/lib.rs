@@ -125,6 +125,10 @@ pub struct App {
     credentials: Arc<auth::CredentialCache>,
     /// Per-node OAuth state (Client ID Metadata Documents).
     oauth: Arc<oauth::OAuthRuntime>,
+    /// Proxied calls admitted by the quota and not yet recorded.
+    proxy_in_flight: Arc<proxy::InFlight>,
+    /// Passport records read by the proxy, until their tokens expire.
+    passport_records: Arc<proxy::PassportRecords>,
 }
 
 impl std::fmt::Debug for App {
@@ -164,6 +168,8 @@ impl App {
             scan: Arc::new(scan::ScanRuntime::default()),
             credentials: Arc::new(auth::CredentialCache::default()),
             oauth: Arc::new(oauth::OAuthRuntime::default()),
+            proxy_in_flight: Arc::new(proxy::InFlight::default()),
+            passport_records: Arc::new(proxy::PassportRecords::default()),
         }
     }
 

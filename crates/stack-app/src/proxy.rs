@@ -7,7 +7,7 @@
 //! once: an unchanged retry gets the recorded response, a changed request
 //! under the same id is refused.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -100,27 +100,137 @@ pub struct ProxyOperation {
     pub finished_at: Option<Timestamp>,
 }
 
+/// The usage meter proxied calls count against.
+const PROXY_METER: &str = "proxy";
+
+/// Proxied calls between their quota check and the transaction that records
+/// them (and moves the meter), per (operator, period), on this node.
+///
+/// A call is admitted when the recorded count plus the calls in flight here
+/// stay under the tier's limit. On one node the quota is therefore exact;
+/// with several nodes, calls in flight on the others at the moment the
+/// limit is reached may overshoot it by at most their number.
+#[derive(Debug, Default)]
+pub(crate) struct InFlight {
+    calls: std::sync::Mutex<HashMap<(String, String), u64>>,
+}
+
+/// One admitted call; dropping it (once the call is recorded, or when it
+/// stops early) releases its place.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    in_flight: Arc<InFlight>,
+    key: (String, String),
+}
+
+impl InFlight {
+    /// Admits one call unless `used` plus the calls in flight reach `limit`.
+    pub(crate) fn reserve(
+        self: &Arc<Self>,
+        operator_id: &str,
+        period: &str,
+        used: u64,
+        limit: u64,
+    ) -> Option<Reservation> {
+        let key = (operator_id.to_owned(), period.to_owned());
+        let mut calls = self
+            .calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = calls.entry(key.clone()).or_insert(0);
+        if used.saturating_add(*n) >= limit {
+            if *n == 0 {
+                calls.remove(&key);
+            }
+            return None;
+        }
+        *n += 1;
+        Some(Reservation {
+            in_flight: Arc::clone(self),
+            key,
+        })
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut calls = self
+            .in_flight
+            .calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = calls.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                calls.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Most passport records a node remembers for the proxy.
+const PASSPORT_RECORDS_CAPACITY: usize = 10_000;
+
+/// Passport records the proxy has read, by jti, each kept until its token
+/// expires. Only the fields fixed at issue are used from a cached record;
+/// revocation is decided by the revocation index on every call.
+#[derive(Debug, Default)]
+pub(crate) struct PassportRecords {
+    entries: std::sync::RwLock<HashMap<String, (Arc<crate::passports::PassportRecord>, i64)>>,
+}
+
+impl PassportRecords {
+    fn get(&self, jti: &str, now_ms: i64) -> Option<Arc<crate::passports::PassportRecord>> {
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(jti)
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(r, _)| Arc::clone(r))
+    }
+
+    fn put(
+        &self,
+        jti: &str,
+        record: Arc<crate::passports::PassportRecord>,
+        until_ms: i64,
+        now_ms: i64,
+    ) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= PASSPORT_RECORDS_CAPACITY && !entries.contains_key(jti) {
+            entries.retain(|_, (_, until)| *until > now_ms);
+            if entries.len() >= PASSPORT_RECORDS_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(jti.to_owned(), (record, until_ms));
+    }
+}
+
 /// Storage for proxy operations and usage meters.
 #[async_trait]
 pub trait ProxyStore: Send + Sync + 'static {
     /// Inserts `op` unless one exists for its (operator, request id);
     /// returns the stored one when it already existed.
     async fn claim_operation(&self, op: &ProxyOperation) -> Result<Option<ProxyOperation>>;
-    async fn finish_operation(&self, op: &ProxyOperation) -> Result<()>;
     async fn get_operation(
         &self,
         operator_id: &str,
         request_id: &str,
     ) -> Result<Option<ProxyOperation>>;
-    /// Adds one to the meter for the period if it stays within `limit`;
-    /// `Ok(None)` when the limit is reached.
-    async fn take_usage(
+    /// Records a call that went out, in one transaction: appends its audit
+    /// entry, adds one to `meter` (`(meter, period)`) and, for a call that
+    /// carried a request id, stores its outcome `done`.
+    async fn record_call(
         &self,
         operator_id: &str,
-        meter: &str,
-        period: &str,
-        limit: u64,
-    ) -> Result<Option<u64>>;
+        audit: NewAudit,
+        meter: Option<(&str, &str)>,
+        done: Option<&ProxyOperation>,
+    ) -> Result<()>;
     async fn usage(&self, operator_id: &str, meter: &str, period: &str) -> Result<u64>;
 }
 
@@ -217,7 +327,10 @@ impl App {
             .await?
             .ok_or_else(|| Error::unauthorized("unknown operator"))?;
         let (period, _, _) = crate::scan::period_of(self.now());
-        let used = self.store.usage(&p.operator_id, "proxy", &period).await?;
+        let used = self
+            .store
+            .usage(&p.operator_id, PROXY_METER, &period)
+            .await?;
         let limit = self.config.proxy.quotas.for_tier(&op.tier);
         Ok(
             json!({ "tier": op.tier, "limit": limit, "used": used, "remaining": limit.saturating_sub(used), "period": period }),
@@ -254,8 +367,13 @@ impl App {
         draft.passport_jti = Some(record.jti.clone());
         draft.payload_hash = Some(digest.clone());
 
-        // Decide; every denial is audited before it is returned.
-        let decided = self.decide(&record, &method, &req).await;
+        // Decide; every denial is audited before it is returned. The quota's
+        // reads (tier, this period's count) go out at the same time.
+        let (period, _, _) = crate::scan::period_of(self.now());
+        let (decided, quota) = tokio::join!(
+            self.decide(&record, &method, &req),
+            self.proxy_quota(&caller.operator_id, &period),
+        );
         // Enforced mode: an approved intent for exactly this call, used once.
         let decided = match decided {
             Ok(d) => self
@@ -304,34 +422,21 @@ impl App {
             return replay(existing, &digest);
         }
 
-        // Quota.
-        let operator = self
-            .store
-            .get_operator(&caller.operator_id)
-            .await?
-            .ok_or_else(|| Error::unauthorized("unknown operator"))?;
-        let (period, _, _) = crate::scan::period_of(self.now());
-        if self
-            .store
-            .take_usage(
-                &caller.operator_id,
-                "proxy",
-                &period,
-                self.config.proxy.quotas.for_tier(&operator.tier),
-            )
-            .await?
-            .is_none()
-        {
+        // Quota: calls recorded this period plus this node's calls in flight.
+        // The meter itself moves in the transaction that records the call.
+        let (tier, used) = quota?;
+        let limit = self.config.proxy.quotas.for_tier(&tier);
+        let Some(_reservation) =
+            self.proxy_in_flight
+                .reserve(&caller.operator_id, &period, used, limit)
+        else {
             let e = Error::new(
                 ErrorCode::QuotaExceeded,
-                format!(
-                    "the {} tier's monthly proxy quota is used up",
-                    operator.tier
-                ),
+                format!("the {tier} tier's monthly proxy quota is used up"),
             );
             self.audit_denial(caller, draft, &e, started).await?;
             return Err(e);
-        }
+        };
 
         let mut claimed: Option<ProxyOperation> = None;
         if let Some(id) = dedupe {
@@ -467,8 +572,7 @@ impl App {
                     }
                 }
                 let audit = self.audit(d)?;
-                self.store.append_audit(&caller.operator_id, audit).await?;
-                if let Some(op) = &claimed {
+                let done = claimed.as_ref().map(|op| {
                     let (state, stored, error) = match &withheld {
                         Some(e) => (
                             "response_blocked",
@@ -479,27 +583,41 @@ impl App {
                         ),
                         None => ("response_received", Some(response.clone()), None),
                     };
-                    self.finish(op, state, stored, error).await?;
-                }
+                    self.finished(op, state, stored, error)
+                });
+                self.store
+                    .record_call(
+                        &caller.operator_id,
+                        audit,
+                        Some((PROXY_METER, &period)),
+                        done.as_ref(),
+                    )
+                    .await?;
                 withheld.map_or(Ok(response), Err)
             }
             Err(e) => {
-                if let Some(op) = &claimed {
-                    self.finish(
+                let done = claimed.as_ref().map(|op| {
+                    self.finished(
                         op,
                         "failed",
                         None,
                         Some(json!({ "code": e.code.as_str(), "message": e.message })),
                     )
-                    .await?;
-                }
+                });
                 let mut d = draft;
                 d.duration_ms = Some(elapsed);
                 d.outcome = Outcome::Failure;
                 d.error_code = Some(e.code.as_str().into());
                 d.error_message = Some(e.message.clone());
                 let audit = self.audit(d)?;
-                self.store.append_audit(&caller.operator_id, audit).await?;
+                self.store
+                    .record_call(
+                        &caller.operator_id,
+                        audit,
+                        Some((PROXY_METER, &period)),
+                        done.as_ref(),
+                    )
+                    .await?;
                 Err(e)
             }
         }
@@ -512,9 +630,9 @@ impl App {
         &self,
         caller: &Principal,
         passport_token: Option<&str>,
-    ) -> Result<crate::passports::PassportRecord> {
+    ) -> Result<Arc<crate::passports::PassportRecord>> {
         let record = match (passport_token, &caller.kind) {
-            (Some(token), _) => self.live_passport(token).await?.1,
+            (Some(token), _) => self.proxy_passport_record(token).await?,
             // The caller authenticated with the passport itself.
             (None, stack_core::principal::PrincipalKind::Passport { jti, .. }) => {
                 let r = self
@@ -534,7 +652,7 @@ impl App {
                         "passport has expired",
                     ));
                 }
-                r
+                Arc::new(r)
             }
             (None, _) => {
                 return Err(Error::unauthorized(
@@ -550,20 +668,72 @@ impl App {
         Ok(record)
     }
 
-    /// Records the outcome of a claimed operation.
-    async fn finish(
+    /// The operator's tier and the proxied calls recorded this period.
+    async fn proxy_quota(&self, operator_id: &str, period: &str) -> Result<(String, u64)> {
+        let (operator, used) = tokio::join!(
+            self.store.get_operator(operator_id),
+            self.store.usage(operator_id, PROXY_METER, period),
+        );
+        let operator = operator?.ok_or_else(|| Error::unauthorized("unknown operator"))?;
+        Ok((operator.tier, used?))
+    }
+
+    /// The record behind `X-Passport-Token`. The token is verified on every
+    /// call (signature, expiry, this node's revocation index, which the bus
+    /// keeps current and which consults the database whenever it may have
+    /// missed a message); the stored record is read once per passport and
+    /// node and then served from [`PassportRecords`], because what the proxy
+    /// takes from it (agent, operator, services, accountability mode) never
+    /// changes after issue.
+    async fn proxy_passport_record(
+        &self,
+        token: &str,
+    ) -> Result<Arc<crate::passports::PassportRecord>> {
+        let claims = self.live_claims(token).await?;
+        let now_ms = self.now().as_millis();
+        if let Some(hit) = self.passport_records.get(&claims.jti, now_ms) {
+            return Ok(hit);
+        }
+        let record = self
+            .store
+            .get_passport(&claims.jti)
+            .await?
+            .filter(|r| r.operator_id == claims.stk.operator_id)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorCode::Unauthorized,
+                    "passport is not known to this deployment",
+                )
+            })?;
+        if record.revoked_at.is_some() {
+            return Err(crate::passports::issue::verify_error(
+                &stack_passport::VerifyError::Revoked,
+            ));
+        }
+        let record = Arc::new(record);
+        self.passport_records.put(
+            &claims.jti,
+            Arc::clone(&record),
+            claims.exp.saturating_mul(1000),
+            now_ms,
+        );
+        Ok(record)
+    }
+
+    /// A claimed operation with its outcome.
+    fn finished(
         &self,
         op: &ProxyOperation,
         state: &str,
         response: Option<Value>,
         error: Option<Value>,
-    ) -> Result<()> {
+    ) -> ProxyOperation {
         let mut done = op.clone();
         done.state = state.to_owned();
         done.response = response;
         done.error = error;
         done.finished_at = Some(self.now());
-        self.store.finish_operation(&done).await
+        done
     }
 
     async fn audit_denial(
@@ -607,17 +777,20 @@ impl App {
                 )
             })?;
         // The grant must still be live (revoked grants end access at once).
-        let live = self
-            .grants_of(&record.operator_id, &record.agent_id)
-            .await?;
+        // The two reads are independent: both go out at once.
+        let owner = Principal::operator(record.operator_id.clone());
+        let (live, loaded) = tokio::join!(
+            self.grants_of(&record.operator_id, &record.agent_id),
+            self.load_connection(&owner, &grant.connection_id),
+        );
+        let live = live?;
         if !live.iter().any(|g| g.connection_id == grant.connection_id) {
             return Err(denied(
                 ErrorCode::ScopeDenied,
                 "the grant behind this passport has been revoked",
             ));
         }
-        let owner = Principal::operator(record.operator_id.clone());
-        let (connection, sealed) = self.load_connection(&owner, &grant.connection_id).await?;
+        let (connection, sealed) = loaded?;
         // Disconnected: SCOPE_DENIED; an OAuth connection whose refresh was refused: 409.
         crate::services::oauth::check_usable(&connection)?;
         let needed = if matches!(method, "GET" | "HEAD" | "OPTIONS") {
@@ -809,4 +982,33 @@ fn operation_view(op: &ProxyOperation, include_response: bool) -> Value {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod in_flight_tests {
+    use super::*;
+
+    #[test]
+    fn reservations_count_against_the_limit_until_dropped() {
+        let f = Arc::new(InFlight::default());
+        let a = f.reserve("op", "2026-11", 3, 5);
+        let b = f.reserve("op", "2026-11", 3, 5);
+        assert!(a.is_some() && b.is_some());
+        assert!(
+            f.reserve("op", "2026-11", 3, 5).is_none(),
+            "3 used + 2 in flight"
+        );
+        assert!(
+            f.reserve("other", "2026-11", 3, 5).is_some(),
+            "per operator"
+        );
+        drop(a);
+        assert!(f.reserve("op", "2026-11", 3, 5).is_some());
+        drop(b);
+        assert!(f.reserve("op", "2026-11", 5, 5).is_none());
+        assert!(
+            f.calls.lock().map(|c| c.is_empty()).unwrap_or(false),
+            "no entry is left behind"
+        );
+    }
 }

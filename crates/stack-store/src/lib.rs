@@ -58,7 +58,14 @@ pub enum DbConfig {
 /// A connected database.
 #[derive(Clone)]
 pub struct Db {
+    /// Reads (and, on PostgreSQL, writes).
     conn: DatabaseConnection,
+    /// Writes. On SQLite a pool of exactly one connection: writers queue in
+    /// the pool, in order, instead of meeting `SQLITE_BUSY` and sleeping in
+    /// SQLite's busy handler (1, 2, 5, 10 … 100 ms steps), which put tens of
+    /// milliseconds on the tail of concurrent writes. On PostgreSQL the same
+    /// pool as `conn`.
+    writer: DatabaseConnection,
     backend: DatabaseBackend,
 }
 
@@ -84,16 +91,33 @@ fn is_unique_violation(e: &DbErr) -> bool {
 impl Db {
     /// Connects and runs pending migrations.
     pub async fn connect(config: &DbConfig) -> Result<Self> {
+        let conn = Self::pool(config, None).await?;
+        let writer = match config {
+            DbConfig::Sqlite { .. } => Self::pool(config, Some(1)).await?,
+            DbConfig::Postgres { .. } => conn.clone(),
+        };
+        let backend = conn.get_database_backend();
+        let db = Self {
+            conn,
+            writer,
+            backend,
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    async fn pool(config: &DbConfig, size: Option<u32>) -> Result<DatabaseConnection> {
         let mut opts = match config {
             DbConfig::Sqlite { path } => {
                 let mut o = ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
-                o.max_connections(8).map_sqlx_sqlite_opts(|o| {
-                    o.journal_mode(SqliteJournalMode::Wal)
-                        .synchronous(SqliteSynchronous::Full)
-                        .busy_timeout(Duration::from_secs(30))
-                        .foreign_keys(true)
-                        .create_if_missing(true)
-                });
+                o.max_connections(size.unwrap_or(8))
+                    .map_sqlx_sqlite_opts(|o| {
+                        o.journal_mode(SqliteJournalMode::Wal)
+                            .synchronous(SqliteSynchronous::Full)
+                            .busy_timeout(Duration::from_secs(30))
+                            .foreign_keys(true)
+                            .create_if_missing(true)
+                    });
                 // No ping before each use: the connection is in-process and
                 // cannot be dropped by a peer, and sqlx's ping is a round
                 // trip to the connection's worker thread before every query.
@@ -105,7 +129,7 @@ impl Db {
                 // Ping only connections idle for 30 s (the ones a server,
                 // proxy or firewall may have dropped), not every checkout:
                 // the default costs a network round trip before each query.
-                o.max_connections(16)
+                o.max_connections(size.unwrap_or(16))
                     .test_before_acquire_if_idle_for(Duration::from_secs(30));
                 o
             }
@@ -113,22 +137,18 @@ impl Db {
         opts.sqlx_logging(false)
             .connect_timeout(Duration::from_secs(10))
             .acquire_timeout(Duration::from_secs(30));
-        let conn = Database::connect(opts).await.map_err(|e| {
+        Database::connect(opts).await.map_err(|e| {
             tracing::error!(error = %e, "cannot connect to the database");
             Error::new(
                 stack_core::ErrorCode::Unavailable,
                 "cannot connect to the database",
             )
-        })?;
-        let backend = conn.get_database_backend();
-        let db = Self { conn, backend };
-        db.migrate().await?;
-        Ok(db)
+        })
     }
 
     /// Applies pending migrations (idempotent).
     pub async fn migrate(&self) -> Result<()> {
-        migration::Migrator::up(&self.conn, None)
+        migration::Migrator::up(&self.writer, None)
             .await
             .map_err(|e| {
                 tracing::error!(error = %e, "migration failed");
@@ -150,6 +170,9 @@ impl Db {
     }
 
     pub async fn close(self) -> Result<()> {
+        if self.backend == DatabaseBackend::Sqlite {
+            self.writer.close().await.map_err(db_err)?;
+        }
         self.conn.close().await.map_err(db_err)
     }
 
@@ -158,14 +181,14 @@ impl Db {
     async fn write_txn(&self) -> Result<DatabaseTransaction> {
         let txn = match self.backend {
             DatabaseBackend::Sqlite => {
-                self.conn
+                self.writer
                     .begin_with_options(TransactionOptions {
                         sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                         ..TransactionOptions::default()
                     })
                     .await
             }
-            _ => self.conn.begin().await,
+            _ => self.writer.begin().await,
         };
         txn.map_err(db_err)
     }

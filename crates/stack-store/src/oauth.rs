@@ -183,7 +183,7 @@ impl OAuthStore for Db {
             created_at: Set(c.created_at.as_millis()),
             last_used_at: Set(c.last_used_at.map(Timestamp::as_millis)),
         })
-        .exec_without_returning(&self.conn)
+        .exec_without_returning(&self.writer)
         .await
         .map_err(db_err)?;
         Ok(())
@@ -211,7 +211,7 @@ impl OAuthStore for Db {
         let res = oauth_client::Entity::delete_many()
             .filter(oauth_client::Column::LastUsedAt.is_null())
             .filter(oauth_client::Column::CreatedAt.lt(before.as_millis()))
-            .exec(&self.conn)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected)
@@ -224,7 +224,7 @@ impl OAuthStore for Db {
                 Expr::value(now.as_millis()),
             )
             .filter(oauth_client::Column::ClientId.eq(client_id))
-            .exec(&self.conn)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -232,7 +232,7 @@ impl OAuthStore for Db {
 
     async fn insert_auth_request(&self, r: &AuthRequest) -> Result<()> {
         oauth_request::Entity::insert(request_to(r))
-            .exec_without_returning(&self.conn)
+            .exec_without_returning(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -272,7 +272,7 @@ impl OAuthStore for Db {
             )
             .filter(oauth_request::Column::Id.eq(r.id.as_str()))
             .filter(oauth_request::Column::CsrfDigest.eq(expected_csrf))
-            .exec(&self.conn)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)
@@ -332,7 +332,7 @@ impl OAuthStore for Db {
 
     async fn delete_auth_request(&self, id: &str) -> Result<()> {
         oauth_request::Entity::delete_by_id(id.to_owned())
-            .exec(&self.conn)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -342,17 +342,17 @@ impl OAuthStore for Db {
         let now = before.as_millis();
         oauth_request::Entity::delete_many()
             .filter(oauth_request::Column::ExpiresAt.lt(now))
-            .exec(&self.conn)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         oauth_code::Entity::delete_many()
             .filter(oauth_code::Column::ExpiresAt.lt(now - CODE_RETENTION_MS))
-            .exec(&self.conn)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         oauth_token::Entity::delete_many()
             .filter(oauth_token::Column::ExpiresAt.lt(now - TOKEN_RETENTION_MS))
-            .exec(&self.conn)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())
@@ -454,7 +454,7 @@ impl OAuthStore for Db {
             .col_expr(oauth_token::Column::RevokedAt, Expr::value(now.as_millis()))
             .filter(oauth_token::Column::Digest.eq(digest))
             .filter(oauth_token::Column::RevokedAt.is_null())
-            .exec(&self.conn)
+            .exec(&self.writer)
             .await
             .map_err(db_err)?;
         Ok(())

@@ -418,75 +418,56 @@ impl stack_app::proxy::ProxyStore for Db {
             .transpose()
     }
 
-    async fn finish_operation(&self, op: &ProxyOperation) -> Result<()> {
-        proxy_operation::Entity::update_many()
-            .col_expr(
-                proxy_operation::Column::State,
-                Expr::value(op.state.clone()),
-            )
-            .col_expr(proxy_operation::Column::Doc, Expr::value(to_doc(op)?))
-            .filter(proxy_operation::Column::OperatorId.eq(op.operator_id.as_str()))
-            .filter(proxy_operation::Column::RequestId.eq(op.request_id.as_str()))
-            .exec(&self.conn)
-            .await
-            .map_err(db_err)?;
-        Ok(())
-    }
-
-    async fn take_usage(
+    async fn record_call(
         &self,
         operator_id: &str,
-        meter: &str,
-        period: &str,
-        limit: u64,
-    ) -> Result<Option<u64>> {
+        audit: NewAudit,
+        meter: Option<(&str, &str)>,
+        done: Option<&ProxyOperation>,
+    ) -> Result<()> {
+        // One transaction, one commit (one fsync on SQLite) for the three.
         let txn = self.write_txn().await?;
-        usage_meter::Entity::insert(usage_meter::ActiveModel {
-            operator_id: Set(operator_id.to_owned()),
-            meter: Set(meter.to_owned()),
-            period: Set(period.to_owned()),
-            count: Set(0),
-        })
-        .on_conflict(
-            OnConflict::columns([
-                usage_meter::Column::OperatorId,
-                usage_meter::Column::Meter,
-                usage_meter::Column::Period,
-            ])
-            .do_nothing()
-            .to_owned(),
-        )
-        .exec_without_returning(&txn)
-        .await
-        .map_err(db_err)?;
-        let row = usage_meter::Entity::find_by_id((
-            operator_id.to_owned(),
-            meter.to_owned(),
-            period.to_owned(),
-        ))
-        .lock_exclusive()
-        .one(&txn)
-        .await
-        .map_err(db_err)?
-        .ok_or_else(|| Error::internal("usage meter vanished inside its transaction"))?;
-        let used = row.count.max(0).unsigned_abs();
-        if used >= limit {
-            return Ok(None);
-        }
-        let next = used + 1;
-        usage_meter::Entity::update_many()
-            .col_expr(
-                usage_meter::Column::Count,
-                Expr::value(i64::try_from(next).unwrap_or(i64::MAX)),
+        append_in(&txn, operator_id, audit).await?;
+        if let Some((meter, period)) = meter {
+            usage_meter::Entity::insert(usage_meter::ActiveModel {
+                operator_id: Set(operator_id.to_owned()),
+                meter: Set(meter.to_owned()),
+                period: Set(period.to_owned()),
+                count: Set(1),
+            })
+            .on_conflict(
+                OnConflict::columns([
+                    usage_meter::Column::OperatorId,
+                    usage_meter::Column::Meter,
+                    usage_meter::Column::Period,
+                ])
+                .value(
+                    usage_meter::Column::Count,
+                    sea_orm::sea_query::ExprTrait::add(
+                        Expr::col((usage_meter::Entity, usage_meter::Column::Count)),
+                        1,
+                    ),
+                )
+                .to_owned(),
             )
-            .filter(usage_meter::Column::OperatorId.eq(operator_id))
-            .filter(usage_meter::Column::Meter.eq(meter))
-            .filter(usage_meter::Column::Period.eq(period))
-            .exec(&txn)
+            .exec_without_returning(&txn)
             .await
             .map_err(db_err)?;
-        commit(txn).await?;
-        Ok(Some(next))
+        }
+        if let Some(op) = done {
+            proxy_operation::Entity::update_many()
+                .col_expr(
+                    proxy_operation::Column::State,
+                    Expr::value(op.state.clone()),
+                )
+                .col_expr(proxy_operation::Column::Doc, Expr::value(to_doc(op)?))
+                .filter(proxy_operation::Column::OperatorId.eq(op.operator_id.as_str()))
+                .filter(proxy_operation::Column::RequestId.eq(op.request_id.as_str()))
+                .exec(&txn)
+                .await
+                .map_err(db_err)?;
+        }
+        commit(txn).await
     }
 
     async fn usage(&self, operator_id: &str, meter: &str, period: &str) -> Result<u64> {
