@@ -846,6 +846,61 @@ async fn oauth_connect_refresh_and_verify_body(data: &Data) {
         )
         .await;
     seen.0.push(events.to_string());
+
+    // The operator's browser lands on the callback: it gets an HTML page
+    // (escaped, no code or state in it), not JSON; the SDK still gets JSON.
+    let browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+    let res = client()
+        .get(s.url("/v1/services/oauth/callback?code=abc&state=<script>x</script>"))
+        .header("accept", browser_accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{:?}",
+        res.headers()
+    );
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("Connection failed") && page.contains("VALIDATION_ERROR"),
+        "{page}"
+    );
+    assert!(
+        !page.contains("<script>") && !page.contains("abc"),
+        "{page}"
+    );
+    let (_, again) = seen
+        .call(
+            Method::POST,
+            s.url("/v1/services/connect"),
+            Some(&k),
+            Some(connect.clone()),
+        )
+        .await;
+    let back3 = authorize_in_browser(again["authorization_url"].as_str().unwrap(), port).await;
+    let res = client()
+        .get(&back3)
+        .header("accept", browser_accept)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("<h1>Connected</h1>") && page.contains("scon_"),
+        "{page}"
+    );
+    for part in ["code", "state"] {
+        let v = query_param(&back3, part).unwrap();
+        assert!(!page.contains(&v), "the callback page echoes its {part}");
+    }
+    seen.0.push(page);
+
     let mut secrets: Vec<String> = vec![CLIENT_SECRET.to_owned()];
     {
         let p = provider.lock().unwrap();

@@ -367,7 +367,7 @@ fn redirect(location: &str, status: StatusCode) -> Response {
 // ------------------------------------------------------------------ HTML
 
 /// Escapes text for HTML element content and quoted attribute values.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -389,7 +389,7 @@ h1{font-size:1.4rem}code{background:#f1f1f4;padding:0 .25rem;border-radius:3px}\
 button{padding:.5rem 1.1rem;margin-right:.5rem;border-radius:6px;border:1px solid #888;cursor:pointer}\
 button.primary{background:#1b1b1f;color:#fff}li{margin:.3rem 0}.muted{color:#666;font-size:.9rem}";
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+pub(crate) fn page(status: StatusCode, title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{} · STACK</title><style>{STYLE}</style></head><body>{body}</body></html>",
         esc(title)

@@ -110,18 +110,84 @@ pub(crate) fn public_v1() -> Router<HttpState> {
 }
 
 /// `GET /v1/services/oauth/callback?code&state` (or `?error&state`): the
-/// single-use state is the capability. Answers JSON; the query (code,
-/// state) is never echoed or logged.
+/// single-use state is the capability. Answers JSON, or a small HTML page
+/// when the client (the operator's browser, sent here by the provider)
+/// prefers `text/html`; the query (code, state) is never echoed or logged.
 async fn oauth_callback(
     State(s): State<HttpState>,
+    headers: HeaderMap,
     query: Result<axum::extract::Query<OAuthCallback>, axum::extract::rejection::QueryRejection>,
 ) -> ApiResult {
-    let Ok(axum::extract::Query(cb)) = query else {
-        return Err(ApiError(Error::validation(
+    let outcome = match query {
+        Ok(axum::extract::Query(cb)) => s.app.complete_oauth_connect(cb).await,
+        Err(_) => Err(Error::validation(
             "the callback's query string does not parse",
-        )));
+        )),
     };
-    ok(s.app.complete_oauth_connect(cb).await?)
+    if !prefers_html(&headers) {
+        return ok(outcome?);
+    }
+    Ok(match outcome {
+        Ok(v) => {
+            let service = v
+                .get("service")
+                .and_then(|x| x.as_str())
+                .unwrap_or("the service");
+            let id = v
+                .get("connection_id")
+                .and_then(|x| x.as_str())
+                .unwrap_or("");
+            crate::oauth::page(
+                StatusCode::OK,
+                "Service connected",
+                &format!(
+                    "<h1>Connected</h1><div class=\"box\"><p><strong>{}</strong> is connected to STACK \
+                     (connection <code>{}</code>). Its tokens are sealed on the server; agents use them \
+                     only through the proxy, within what you grant.</p></div>\
+                     <p class=\"muted\">You can close this window.</p>",
+                    crate::oauth::esc(service),
+                    crate::oauth::esc(id)
+                ),
+            )
+        }
+        Err(e) => {
+            let status = StatusCode::from_u16(e.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            // Internal errors keep their detail in the log, as in JSON.
+            let message = if e.code == stack_core::ErrorCode::Internal {
+                "internal error; the server log has the details".to_owned()
+            } else {
+                e.message.clone()
+            };
+            crate::oauth::page(
+                status,
+                "Connection failed",
+                &format!(
+                    "<h1>Connection failed</h1><div class=\"box err\"><p><code>{}</code>: {}</p></div>\
+                     <p class=\"muted\">Start again from STACK (<code>POST /v1/services/connect</code>).</p>",
+                    crate::oauth::esc(e.code.as_str()),
+                    crate::oauth::esc(&message)
+                ),
+            )
+        }
+    })
+}
+
+/// Whether `Accept` ranks `text/html` above JSON (a browser's does; the SDK
+/// and `curl` send `application/json` or `*/*`).
+fn prefers_html(headers: &HeaderMap) -> bool {
+    let Some(accept) = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let position = |needle: &str| accept.find(needle);
+    match (position("text/html"), position("application/json")) {
+        (Some(h), Some(j)) => h < j,
+        (Some(_), None) => true,
+        _ => false,
+    }
 }
 
 async fn custom(
