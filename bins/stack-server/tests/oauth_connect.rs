@@ -65,6 +65,9 @@ struct Provider {
     api_forbidden: bool,
     deny_next: bool,
     counter: u64,
+    /// `(token_type_hint, whether the token was a refresh token we issued)`
+    /// of every RFC 7009 revocation request.
+    revocations: Vec<(String, bool)>,
 }
 
 type Shared = Arc<Mutex<Provider>>;
@@ -120,6 +123,26 @@ fn issue(p: &mut Provider) -> Value {
     p.issued_refresh.push(refresh.clone());
     json!({ "access_token": access, "refresh_token": refresh, "token_type": "bearer",
             "expires_in": expires_in, "scope": "repo,read:org" })
+}
+
+/// RFC 7009: the client authenticates; a refresh token takes its access
+/// tokens with it; `200` whatever the token was.
+async fn revoke(State(p): State<Shared>, Form(f): Form<HashMap<String, String>>) -> Response {
+    let mut p = p.lock().unwrap();
+    if f.get("client_id").map(String::as_str) != Some(CLIENT_ID)
+        || f.get("client_secret").map(String::as_str) != Some(CLIENT_SECRET)
+    {
+        return oauth_error("invalid_client");
+    }
+    let token = f.get("token").cloned().unwrap_or_default();
+    let hint = f.get("token_type_hint").cloned().unwrap_or_default();
+    let known = p.refresh.contains_key(&token);
+    if known {
+        p.refresh.insert(token, false);
+        p.access.clear();
+    }
+    p.revocations.push((hint, known));
+    StatusCode::OK.into_response()
 }
 
 async fn token(State(p): State<Shared>, Form(f): Form<HashMap<String, String>>) -> Response {
@@ -220,6 +243,7 @@ async fn start_provider() -> (u16, Shared) {
     let app = axum::Router::new()
         .route("/authorize", get(authorize))
         .route("/token", post(token))
+        .route("/revoke", post(revoke))
         .fallback(api)
         .with_state(shared.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -349,11 +373,13 @@ async fn oauth_connect_refresh_and_verify_body(data: &Data) {
                 "service_id": "svc_github", "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
                 "authorize_url": format!("{provider_base}/authorize"),
                 "token_url": format!("{provider_base}/token"),
+                "revoke_url": format!("{provider_base}/revoke"),
                 "api_base_url": api_base,
             })),
         )
         .await;
     assert_eq!(st, 201, "{app}");
+    assert_eq!(app["revoke_url"], json!(format!("{provider_base}/revoke")));
     assert_eq!(app["client_secret_set"], true);
     assert_eq!(app["pkce"], true);
     let redirect_uri = s.url("/v1/services/oauth/callback");
@@ -900,6 +926,32 @@ async fn oauth_connect_refresh_and_verify_body(data: &Data) {
         assert!(!page.contains(&v), "the callback page echoes its {part}");
     }
     seen.0.push(page);
+
+    // Disconnecting asks the provider to revoke the refresh token (RFC
+    // 7009), then the connection stops working locally.
+    let (st, gone) = seen
+        .call(
+            Method::DELETE,
+            s.url(&format!("/v1/services/{cid}/disconnect")),
+            Some(&k),
+            None,
+        )
+        .await;
+    assert_eq!(st, 200, "{gone}");
+    assert_eq!(gone["provider_revocation"], "revoked", "{gone}");
+    assert_eq!(
+        provider.lock().unwrap().revocations,
+        [("refresh_token".to_owned(), true)]
+    );
+    let (_, audit) = seen
+        .call(Method::GET, s.url("/v1/audit?limit=20"), Some(&k), None)
+        .await;
+    assert!(
+        audit
+            .to_string()
+            .contains("\"provider_revocation\":\"revoked\""),
+        "{audit}"
+    );
 
     let mut secrets: Vec<String> = vec![CLIENT_SECRET.to_owned()];
     {

@@ -800,16 +800,23 @@ impl App {
 
     pub async fn disconnect_service(&self, p: &Principal, id: &str) -> Result<Value> {
         require(p, Permission::ServicesWrite)?;
-        let (c, _) = self.load_connection(p, id).await?;
+        let (c, sealed) = self.load_connection(p, id).await?;
+        let provider_revocation = if c.status == "disconnected" {
+            "not_supported"
+        } else {
+            self.revoke_at_provider(&c, sealed.as_deref()).await
+        };
         let audit = self.audit(
             Self::draft(p, Layer::Vault, "service.disconnect")
                 .target("connection", id)
-                .details(json!({ "service": c.service })),
+                .details(
+                    json!({ "service": c.service, "provider_revocation": provider_revocation }),
+                ),
         )?;
         self.store
             .disconnect(&p.operator_id, id, self.now(), audit)
             .await?;
-        Ok(json!({ "id": id, "disconnected": true }))
+        Ok(json!({ "id": id, "disconnected": true, "provider_revocation": provider_revocation }))
     }
 
     pub async fn grant_access(&self, p: &Principal, cmd: GrantAccess) -> Result<Value> {

@@ -67,6 +67,10 @@ pub struct OAuthApp {
     pub authorize_url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_url: Option<String>,
+    /// RFC 7009 revocation endpoint, called when a connection is
+    /// disconnected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_url: Option<String>,
     /// The API origin the connection's calls go to instead of the catalog's
     /// hosts (`https://github.example.com`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -151,6 +155,8 @@ pub struct ConfigureOAuthApp {
     pub authorize_url: Option<String>,
     #[serde(default)]
     pub token_url: Option<String>,
+    #[serde(default)]
+    pub revoke_url: Option<String>,
     #[serde(default)]
     pub api_base_url: Option<String>,
 }
@@ -425,6 +431,7 @@ impl App {
             "client_secret_set": app.has_secret,
             "authorize_url": app.authorize_url.clone().or_else(|| spec.map(|s| s.authorize_url.clone())),
             "token_url": app.token_url.clone().or_else(|| spec.map(|s| s.token_url.clone())),
+            "revoke_url": app.revoke_url.clone().or_else(|| spec.and_then(|s| s.revoke_url.clone())),
             "api_base_url": app.api_base_url,
             "pkce": spec.is_some_and(|s| s.pkce),
             "redirect_uri": self.oauth_redirect_uri(),
@@ -465,6 +472,7 @@ impl App {
         for (field, url) in [
             ("authorize_url", &cmd.authorize_url),
             ("token_url", &cmd.token_url),
+            ("revoke_url", &cmd.revoke_url),
         ] {
             if let Some(u) = url {
                 endpoint_host(field, u)?;
@@ -490,6 +498,7 @@ impl App {
             has_secret: cmd.client_secret.is_some(),
             authorize_url: cmd.authorize_url.filter(|u| !u.is_empty()),
             token_url: cmd.token_url.filter(|u| !u.is_empty()),
+            revoke_url: cmd.revoke_url.filter(|u| !u.is_empty()),
             api_base_url,
             created_at,
             updated_at: now,
@@ -928,10 +937,28 @@ impl App {
         spec: &OAuthSpec,
         client_id: &str,
         client_secret: Option<&Secret<String>>,
-        mut params: Vec<(&str, Secret<String>)>,
+        params: Vec<(&str, Secret<String>)>,
     ) -> std::result::Result<TokenSet, TokenFailure> {
-        let target = endpoint_target(endpoint).map_err(TokenFailure::Other)?;
-        let egress = self.egress_port().map_err(TokenFailure::Other)?;
+        let answer = self
+            .provider_call(endpoint, spec, client_id, client_secret, params)
+            .await
+            .map_err(TokenFailure::Other)?;
+        parse_tokens(answer.status, &answer.body)
+    }
+
+    /// A POST to one of the provider's OAuth endpoints (token, revocation),
+    /// with the client authenticated as the catalog says, through the
+    /// SSRF-guarded egress port.
+    async fn provider_call(
+        &self,
+        endpoint: &str,
+        spec: &OAuthSpec,
+        client_id: &str,
+        client_secret: Option<&Secret<String>>,
+        mut params: Vec<(&str, Secret<String>)>,
+    ) -> Result<crate::proxy::Inbound> {
+        let target = endpoint_target(endpoint)?;
+        let egress = self.egress_port()?;
         let mut headers: Vec<(String, Secret<String>)> = vec![
             ("accept".into(), Secret::new("application/json".into())),
             ("user-agent".into(), Secret::new("stack-oauth".into())),
@@ -972,13 +999,12 @@ impl App {
                     .iter()
                     .map(|(k, v)| ((*k).to_owned(), Value::String(v.expose().clone())))
                     .collect();
-                serde_json::to_vec(&m).map_err(|_| {
-                    TokenFailure::Other(Error::internal("token request did not serialize"))
-                })?
+                serde_json::to_vec(&m)
+                    .map_err(|_| Error::internal("token request did not serialize"))?
             }
         };
         drop(params);
-        let answer = egress
+        egress
             .send(Outbound {
                 target,
                 method: "POST".into(),
@@ -986,8 +1012,78 @@ impl App {
                 body: Some(body),
             })
             .await
-            .map_err(TokenFailure::Other)?;
-        parse_tokens(answer.status, &answer.body)
+    }
+
+    /// Best effort, before a disconnect: asks the provider to revoke the
+    /// connection's tokens (RFC 7009: the refresh token, which takes its
+    /// access tokens with it, else the access token) at the catalog's
+    /// `revoke_url` or the OAuth app's override. Returns what happened, for
+    /// the audit entry and the answer: `revoked`, `not_supported` (no
+    /// revocation endpoint, or not an OAuth connection), `failed` (the
+    /// provider refused or could not be reached; the local disconnect goes
+    /// ahead all the same, and the tokens stay sealed and unused).
+    pub(crate) async fn revoke_at_provider(
+        &self,
+        c: &Connection,
+        sealed: Option<&str>,
+    ) -> &'static str {
+        if c.connected_via != "oauth" {
+            return "not_supported";
+        }
+        let Some(sealed) = sealed else {
+            return "not_supported";
+        };
+        let Ok(service) = catalog_service(&c.service) else {
+            return "not_supported";
+        };
+        let Ok(spec) = oauth_spec(service) else {
+            return "not_supported";
+        };
+        let app = match self.open_app(&c.operator_id, &c.service).await {
+            Ok(Some(app)) => app,
+            _ => return "not_supported",
+        };
+        let (app, client_secret) = app;
+        let Some(endpoint) = app.revoke_url.clone().or_else(|| spec.revoke_url.clone()) else {
+            return "not_supported";
+        };
+        let Ok(secret) = self.open_secret(c, sealed).await else {
+            return "failed";
+        };
+        let (token, hint) = match (secret.get("refresh_token"), secret.get("token")) {
+            (Some(r), _) => (r.clone(), "refresh_token"),
+            (None, Some(a)) => (a.clone(), "access_token"),
+            (None, None) => return "not_supported",
+        };
+        drop(secret);
+        let params = vec![
+            ("token", token),
+            ("token_type_hint", Secret::new(hint.to_owned())),
+        ];
+        match self
+            .provider_call(
+                &endpoint,
+                spec,
+                &app.client_id,
+                client_secret.as_ref(),
+                params,
+            )
+            .await
+        {
+            Ok(answer) if (200..300).contains(&answer.status) => "revoked",
+            Ok(answer) => {
+                tracing::warn!(
+                    service = %c.service,
+                    status = answer.status,
+                    "the provider refused to revoke a disconnected connection's token"
+                );
+                "failed"
+            }
+            Err(e) => {
+                tracing::warn!(service = %c.service, error = %e.message, "token revocation at the provider failed");
+                "failed"
+            }
+        }
     }
 
     fn refresh_lock(&self, connection_id: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -121,7 +121,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
         },
         ToolSpec {
             name: "stack_configure_oauth_app",
-            description: "Store the operator's OAuth client (client_id, client_secret) for a catalog service so stack_connect_service can run the OAuth flow. The secret is sealed and never shown again. Register the answered redirect_uri with the provider. Optional authorize_url, token_url and api_base_url override the catalog's endpoints (self-hosted providers).",
+            description: "Store the operator's OAuth client (client_id, client_secret) for a catalog service so stack_connect_service can run the OAuth flow. The secret is sealed and never shown again. Register the answered redirect_uri with the provider. Optional authorize_url, token_url, revoke_url (RFC 7009, called on disconnect) and api_base_url override the catalog's endpoints (self-hosted providers).",
             input_schema: object(
                 json!({
                     "service_id": { "type": "string", "description": "e.g. svc_github or github." },
@@ -129,6 +129,7 @@ pub(super) fn tools() -> Vec<ToolSpec> {
                     "client_secret": { "type": "string" },
                     "authorize_url": { "type": "string" },
                     "token_url": { "type": "string" },
+                    "revoke_url": { "type": "string" },
                     "api_base_url": { "type": "string" }
                 }),
                 &["service_id", "client_id"],
