@@ -545,7 +545,7 @@ async fn standard_passports_need_no_approval_body(data: &Data) {
         &s,
         &k,
         "/v1/services/grant",
-        json!({"agent_id": agent["id"], "service_connection_id": conn["id"], "scopes": ["read"]}),
+        json!({"agent_id": agent["id"], "service_connection_id": conn["id"], "scopes": ["read"], "response_scan": "block"}),
     )
     .await;
     assert_eq!(st, 201);
@@ -564,6 +564,22 @@ async fn standard_passports_need_no_approval_body(data: &Data) {
         jti: pp["jti"].as_str().unwrap().to_owned(),
     };
     let read = json!({"service": "custom", "url": format!("{base}/v1/orders")});
+    // The dry run says the answer will be scanned in block mode.
+    let (st, sim) = intent_call(
+        &s,
+        &f,
+        "/v1/intents/simulate",
+        &f.token,
+        json!({"intent": {"target": {"service": "custom", "url": format!("{base}/v1/orders")}, "action": "GET"}}),
+    )
+    .await;
+    assert_eq!((st, &sim["allowed"]), (200, &json!(true)), "{sim}");
+    let fires = sim["predicted_detector_fires"].as_array().unwrap();
+    assert_eq!(fires.len(), 1, "{sim}");
+    assert_eq!(
+        (fires[0]["detector"].as_str(), fires[0]["mode"].as_str()),
+        (Some("response_scan"), Some("block"))
+    );
     let (st, r) = proxy(&s, &f, &read, None).await;
     assert_eq!(st, 200, "{r}");
     // An approval that is presented is still checked.

@@ -489,6 +489,7 @@ impl App {
                     .is_none_or(|c| *c == s.connection_id)
         });
         let mut target = None;
+        let mut response_scan = crate::services::ResponseScan::Off;
         match grant {
             None => reasons.push(reason(
                 ErrorCode::ScopeDenied,
@@ -508,6 +509,13 @@ impl App {
                         "the grant behind this passport has been revoked",
                     ));
                 }
+                // As the proxy decides it: the strictest live grant's mode.
+                response_scan = live
+                    .iter()
+                    .filter(|g| g.connection_id == grant.connection_id)
+                    .map(|g| g.response_scan)
+                    .max()
+                    .unwrap_or_default();
                 let owner = Principal::operator(record.operator_id.clone());
                 match self.load_connection(&owner, &grant.connection_id).await {
                     Err(e) if e.code == ErrorCode::NotFound => reasons.push(reason(
@@ -616,7 +624,7 @@ impl App {
                 Some("SCOPE_DENIED" | "CONSTRAINT_VIOLATION")
             )
         });
-        let predicted = if outside_scope {
+        let mut predicted = if outside_scope {
             vec![json!({
                 "detector": "credential_outside_scope",
                 "severity": "warning",
@@ -625,6 +633,19 @@ impl App {
         } else {
             Vec::new()
         };
+        // The response scanner runs on the upstream's answer, which a dry
+        // run does not have: what it would do, not what it would find.
+        if reasons.is_empty() && response_scan != crate::services::ResponseScan::Off {
+            predicted.push(json!({
+                "detector": "response_scan",
+                "mode": response_scan.as_str(),
+                "effect": if response_scan == crate::services::ResponseScan::Block {
+                    "the upstream answer is scanned; a critical verdict withholds it (502 RESPONSE_BLOCKED) and raises a prompt_injection security event"
+                } else {
+                    "the upstream answer is scanned and the verdict added as `scan`; a critical verdict raises a prompt_injection security event"
+                },
+            }));
+        }
         let enforced = record.accountability == AccountabilityMode::Enforced;
         diagnostics.insert(
             "passport".into(),
