@@ -288,7 +288,8 @@ pub(crate) fn looks_uuencoded_line(line: &str) -> bool {
 
 /// Decodes uuencoded lines (`begin`/`end` lines and the length-0 line are skipped).
 pub(crate) fn uu_text(block: &str) -> Option<String> {
-    let mut out = Vec::with_capacity(block.len() * 3 / 4);
+    // Allocated at the first uuencoded line: most candidates fail on their first line.
+    let mut out = Vec::new();
     let mut lines = 0usize;
     for line in block.lines() {
         let line = line.trim_end_matches('\r');
@@ -297,6 +298,9 @@ pub(crate) fn uu_text(block: &str) -> Option<String> {
         }
         if !looks_uuencoded_line(line) {
             return None;
+        }
+        if out.capacity() == 0 {
+            out.reserve(block.len() * 3 / 4);
         }
         let bytes = line.as_bytes();
         let n = usize::from(bytes.first().copied().unwrap_or(b' ') - b' ');
@@ -546,29 +550,121 @@ const NATO: &[(&str, char)] = &[
     ("uniform", 'u'),
     ("victor", 'v'),
     ("whiskey", 'w'),
+    ("whisky", 'w'),
     ("xray", 'x'),
     ("x-ray", 'x'),
     ("yankee", 'y'),
     ("zulu", 'z'),
+    // Digits, with the radiotelephony forms.
+    ("zero", '0'),
+    ("one", '1'),
+    ("two", '2'),
+    ("three", '3'),
+    ("tree", '3'),
+    ("four", '4'),
+    ("fower", '4'),
+    ("five", '5'),
+    ("fife", '5'),
+    ("six", '6'),
+    ("seven", '7'),
+    ("eight", '8'),
+    ("nine", '9'),
+    ("niner", '9'),
 ];
 
-/// Maps one NATO spelling-alphabet word to its letter.
-pub(crate) fn nato_letter(word: &str) -> Option<char> {
-    let lower = word.to_ascii_lowercase();
-    NATO.iter().find(|(w, _)| *w == lower).map(|(_, c)| *c)
+/// The code words of [`NATO`] as a regex alternation (for the L2 prefilter).
+pub(crate) fn nato_alternation() -> String {
+    let mut words: Vec<&str> = NATO.iter().map(|(w, _)| *w).collect();
+    // Longest first, so that `juliett` is not cut to `juliet`.
+    words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+    words
+        .iter()
+        .map(|w| w.replace('-', "-?"))
+        .collect::<Vec<_>>()
+        .join("|")
 }
 
-/// Decodes a run of NATO words into the letters they spell (no spaces: the alphabet
-/// has none).
-pub(crate) fn nato_text(candidate: &str) -> Option<String> {
-    let mut out = String::new();
-    for word in candidate.split(|c: char| c.is_whitespace() || c == ',') {
-        if word.is_empty() {
-            continue;
-        }
-        out.push(nato_letter(word)?);
+/// Maps one NATO spelling-alphabet word (or spoken digit) to its character.
+pub(crate) fn nato_letter(word: &str) -> Option<char> {
+    if word.len() > 8 {
+        return None;
     }
-    (out.len() >= 6).then_some(out)
+    let mut buf = [0u8; 8];
+    for (slot, b) in buf.iter_mut().zip(word.bytes()) {
+        *slot = b.to_ascii_lowercase();
+    }
+    let lower = buf.get(..word.len())?;
+    NATO.iter()
+        .find(|(w, _)| w.as_bytes() == lower)
+        .map(|(_, c)| *c)
+}
+
+/// Decodes a run of NATO code words into the letters they spell. Code words are
+/// separated by whitespace or punctuation (`,` `/` `|` `;` `:` `.` `-`). When one
+/// separator is used between the letters and others (` / `, a line break, a double
+/// space) between words, the words are kept apart (`true` in the result); otherwise the
+/// letters come out glued, as the alphabet has no space (`false`). `None` when any
+/// token is not a code word or fewer than six letters result.
+pub(crate) fn nato_text(candidate: &str) -> Option<(String, bool)> {
+    let bytes = candidate.as_bytes();
+    let mut letters: Vec<char> = Vec::new();
+    let mut seps: Vec<&str> = Vec::new();
+    let mut i = 0usize;
+    while i < bytes.len() {
+        let start = i;
+        while bytes.get(i).is_some_and(u8::is_ascii_alphabetic) {
+            i += 1;
+        }
+        let mut word = candidate.get(start..i)?;
+        // "X-ray": the one code word with a hyphen.
+        if word.eq_ignore_ascii_case("x")
+            && bytes.get(i) == Some(&b'-')
+            && candidate
+                .get(i + 1..i + 4)
+                .is_some_and(|r| r.eq_ignore_ascii_case("ray"))
+        {
+            i += 4;
+            word = candidate.get(start..i)?;
+        }
+        letters.push(nato_letter(word)?);
+        let sep_start = i;
+        while bytes
+            .get(i)
+            .is_some_and(|b| !b.is_ascii_alphanumeric() && b.is_ascii())
+            || candidate
+                .get(i..)
+                .is_some_and(|r| r.starts_with(char::is_whitespace))
+        {
+            i += candidate.get(i..)?.chars().next()?.len_utf8();
+        }
+        if i < bytes.len() {
+            seps.push(candidate.get(sep_start..i)?);
+        }
+    }
+    if letters.len() < 6 {
+        return None;
+    }
+    // The separator between letters is the most common one; any other marks a word break.
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for sep in &seps {
+        match counts.iter_mut().find(|(s, _)| s == sep) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((sep, 1)),
+        }
+    }
+    let letter_sep = counts.iter().max_by_key(|(_, n)| *n).map(|(s, _)| *s);
+    let breaks = counts.len() > 1;
+    let mut out = String::with_capacity(letters.len() * 2);
+    for (k, c) in letters.iter().enumerate() {
+        out.push(*c);
+        if breaks
+            && let Some(sep) = seps.get(k)
+            && Some(*sep) != letter_sep
+        {
+            out.push(' ');
+        }
+    }
+    Some((out, breaks))
 }
 
 /// Grade-1 Braille cell (dots bitmask) to letter.
@@ -608,6 +704,8 @@ fn braille_letter(dots: u32) -> Option<char> {
         (0x26, '?'),
         (0x04, '\''),
         (0x24, '-'),
+        (0x0C, '/'),
+        (0x34, '"'),
     ];
     LETTERS.iter().find(|(d, _)| *d == dots).map(|(_, c)| *c)
 }
@@ -619,6 +717,8 @@ pub(crate) fn braille_text(text: &str) -> Option<String> {
     let mut capital = false;
     let mut number = false;
     let mut cells = 0usize;
+    // ⠶ is both parentheses: opening, then closing.
+    let mut paren_open = false;
     for c in text.chars() {
         let cp = u32::from(c);
         if !(0x2800..=0x28FF).contains(&cp) {
@@ -637,6 +737,10 @@ pub(crate) fn braille_text(text: &str) -> Option<String> {
             }
             0x20 => capital = true,
             0x3C => number = true,
+            0x36 => {
+                out.push(if paren_open { ')' } else { '(' });
+                paren_open = !paren_open;
+            }
             _ => {
                 let Some(letter) = braille_letter(dots) else {
                     continue;
@@ -832,10 +936,43 @@ mod tests {
             Some("ignore all")
         );
         assert_eq!(
-            nato_text("India Golf November Oscar Romeo Echo").as_deref(),
-            Some("ignore")
+            nato_text("India Golf November Oscar Romeo Echo"),
+            Some(("ignore".to_string(), false))
         );
         assert_eq!(braille_text("⠠⠊⠛⠝⠕⠗⠑ ⠁⠇⠇").as_deref(), Some("Ignore all"));
+        // Blank cells, number sign, capitals, parentheses, slash and quotes.
+        assert_eq!(
+            braille_text("⠠⠎⠑⠑⠀⠶⠏⠁⠛⠑⠀⠼⠃⠶⠀⠁⠌⠃⠀⠦⠓⠊⠴").as_deref(),
+            Some("See (page 2) a/b ?hi\"")
+        );
+    }
+
+    #[test]
+    fn nato_variants() {
+        // Spelling variants and spoken digits, glued.
+        assert_eq!(
+            nato_text("Alpha Juliet Whisky Xray X-ray One Niner"),
+            Some(("ajwxx19".to_string(), false))
+        );
+        // Word separators other than the letter separator keep words apart.
+        assert_eq!(
+            nato_text("India Golf / Alfa Lima Lima / Tango Oscar"),
+            Some(("ig all to".to_string(), true))
+        );
+        assert_eq!(
+            nato_text("india-golf alfa-lima-lima tango-oscar"),
+            Some(("ig all to".to_string(), true))
+        );
+        assert_eq!(
+            nato_text("INDIA, GOLF | ALFA, LIMA, LIMA\nTANGO, OSCAR"),
+            Some(("ig all to".to_string(), true))
+        );
+        // A token that is no code word: not NATO.
+        assert_eq!(
+            nato_text("India Golf November Oscar Romeo Echo Banana"),
+            None
+        );
+        assert_eq!(nato_text("India Golf"), None);
     }
 
     #[test]
