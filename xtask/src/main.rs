@@ -275,7 +275,7 @@ fn bench(root: &Path, name: Option<&str>, rest: &[String]) -> anyhow::Result<()>
         Some(other) => bail!("unknown benchmark {other}; known: scan, passport, mcp, proxy"),
         None => {
             bail!(
-                "usage: cargo xtask bench <scan [corpus] | passport [iterations] [passports] | mcp [seconds] [levels] [rounds] | proxy [seconds] [rates]>"
+                "usage: cargo xtask bench <scan [corpus] | passport [iterations] [passports] | mcp [seconds] [levels] [rounds] | proxy [seconds] [rates] [rounds]>"
             )
         }
     }

@@ -6,16 +6,19 @@
 //! rates.
 //!
 //! ```text
-//! cargo xtask bench proxy [SECONDS_PER_RATE] [RATES]
+//! cargo xtask bench proxy [SECONDS_PER_RATE] [RATES] [ROUNDS]
 //! # or, by hand:
 //! cargo build --release -p stack-server
-//! cargo run --release -p stack-server --example proxy_bench -- 10 100,500,1000
+//! cargo run --release -p stack-server --example proxy_bench -- 10 100,500,1000 5
 //! ```
 //!
 //! Open loop: request `i` of a rate `R` is due at `start + i/R` and its
 //! latency is measured from that due time (a slow response does not delay
 //! the next request, so queueing shows up in the figures instead of being
-//! hidden). One shared keep-alive connection pool per path. Added latency
+//! hidden). One shared keep-alive connection pool per path. Each rate's
+//! seconds are cut into ROUNDS slices that alternate between the paths
+//! (direct, nginx, STACK, STACK, nginx, direct, …), so background load on a
+//! shared machine falls on all of them alike. Added latency
 //! = the path's percentile minus the direct call's percentile at the same
 //! rate. STACK runs on SQLite (`synchronous=FULL`, so every audit append is
 //! fsynced) unless `STACK_BENCH_DATABASE_URL` names a PostgreSQL database.
@@ -255,9 +258,43 @@ struct Run {
     first_error: Option<String>,
 }
 
-/// `rate` requests per second for `secs`, open loop; latencies in µs from
-/// each request's due time.
-async fn run_rate(path: &Route, client: &reqwest::Client, rate: u32, secs: f64) -> Run {
+/// Latencies (µs) and errors of one or more slices of a path.
+#[derive(Default)]
+struct Samples {
+    lat: Vec<u64>,
+    errors: usize,
+    first_error: Option<String>,
+}
+
+impl Samples {
+    fn run(mut self) -> Run {
+        self.lat.sort_unstable();
+        let lat = &self.lat;
+        let pct = |p: f64| {
+            if lat.is_empty() {
+                return 0;
+            }
+            let rank = ((p / 100.0) * lat.len() as f64).ceil() as usize;
+            lat[rank.clamp(1, lat.len()) - 1]
+        };
+        Run {
+            p50: pct(50.0),
+            p99: pct(99.0),
+            errors: self.errors,
+            first_error: self.first_error,
+        }
+    }
+}
+
+/// `rate` requests per second for `secs`, open loop, added to `into`;
+/// latencies in µs from each request's due time.
+async fn run_slice(
+    path: &Route,
+    client: &reqwest::Client,
+    rate: u32,
+    secs: f64,
+    into: &mut Samples,
+) {
     let total = (f64::from(rate) * secs).round() as u64;
     let start = tokio::time::Instant::now() + Duration::from_millis(20);
     let mut tasks = Vec::with_capacity(usize::try_from(total).unwrap());
@@ -271,31 +308,48 @@ async fn run_rate(path: &Route, client: &reqwest::Client, rate: u32, secs: f64) 
             (due.elapsed().as_micros() as u64, r)
         }));
     }
-    let (mut lat, mut errors, mut first_error) = (Vec::new(), 0, None);
     for t in tasks {
         let (us, r) = t.await.unwrap();
         match r {
-            Ok(()) => lat.push(us),
+            Ok(()) => into.lat.push(us),
             Err(e) => {
-                errors += 1;
-                first_error.get_or_insert(e);
+                into.errors += 1;
+                into.first_error.get_or_insert(e);
             }
         }
     }
-    lat.sort_unstable();
-    let pct = |p: f64| {
-        if lat.is_empty() {
-            return 0;
+}
+
+/// `rate` requests per second for `secs` on one path.
+async fn run_rate(path: &Route, client: &reqwest::Client, rate: u32, secs: f64) -> Run {
+    let mut s = Samples::default();
+    run_slice(path, client, rate, secs, &mut s).await;
+    s.run()
+}
+
+/// Every path for `secs` at `rate`, cut into `rounds` slices that alternate
+/// between the paths (direct, nginx, STACK, STACK, nginx, direct, …), so
+/// that all of them meet the same background load.
+async fn run_interleaved(
+    paths: &[Route],
+    clients: &[reqwest::Client],
+    rate: u32,
+    secs: f64,
+    rounds: u32,
+) -> Vec<Run> {
+    let slice = secs / f64::from(rounds.max(1));
+    let mut samples: Vec<Samples> = paths.iter().map(|_| Samples::default()).collect();
+    for round in 0..rounds.max(1) {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..paths.len()).collect()
+        } else {
+            (0..paths.len()).rev().collect()
+        };
+        for i in order {
+            run_slice(&paths[i], &clients[i], rate, slice, &mut samples[i]).await;
         }
-        let rank = ((p / 100.0) * lat.len() as f64).ceil() as usize;
-        lat[rank.clamp(1, lat.len()) - 1]
-    };
-    Run {
-        p50: pct(50.0),
-        p99: pct(99.0),
-        errors,
-        first_error,
     }
+    samples.into_iter().map(Samples::run).collect()
 }
 
 fn ms(us: u64) -> String {
@@ -313,6 +367,7 @@ async fn main() {
     let rates: Vec<u32> = args.get(1).map_or(vec![100, 500, 1000], |s| {
         s.split(',').map(|n| n.parse().expect("RATES")).collect()
     });
+    let rounds: u32 = args.get(2).map_or(5, |s| s.parse().expect("ROUNDS"));
 
     let upstream = start_upstream();
     let dir = tempfile::tempdir().unwrap();
@@ -374,20 +429,14 @@ async fn main() {
     }
 
     println!(
-        "{secs} s per rate, open loop, loopback; STACK on {backend} (durable audit append per call)"
+        "{secs} s per rate and path in {rounds} alternating slices, open loop, loopback; STACK on {backend} (durable audit append per call)"
     );
     println!();
     println!("| rate (req/s) | path | p50 | p99 | added p50 | added p99 | errors |");
     println!("|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for &rate in &rates {
-        let runs: Vec<Run> = {
-            let mut v = Vec::new();
-            for (p, c) in paths.iter().zip(&clients) {
-                v.push(run_rate(p, c, rate, secs).await);
-            }
-            v
-        };
+        let runs = run_interleaved(&paths, &clients, rate, secs, rounds).await;
         let direct = &runs[0];
         for (p, r) in paths.iter().zip(&runs) {
             let (a50, a99) = if matches!(p, Route::Direct(_)) {
@@ -407,9 +456,9 @@ async fn main() {
             }
         }
         if nginx.is_some() {
-            // Differences of percentiles from separate runs are noisy; a
-            // floor of 50 µs keeps a near-zero nginx figure from turning
-            // the ratio into noise.
+            // Differences of percentiles are noisy even with interleaved
+            // slices; a floor of 50 µs keeps a near-zero nginx figure from
+            // turning the ratio into noise.
             let ng = runs[1].p99.saturating_sub(direct.p99).max(FLOOR_US);
             let st = runs[2].p99.saturating_sub(direct.p99);
             ratios.push((rate, st as f64 / ng as f64));
