@@ -599,6 +599,23 @@ pub(crate) fn nato_letter(word: &str) -> Option<char> {
         .map(|(_, c)| *c)
 }
 
+/// Runs of ASCII letters in `bytes`, counted up to `cap`.
+fn alphabetic_runs(bytes: &[u8], cap: usize) -> usize {
+    let mut runs = 0usize;
+    let mut in_run = false;
+    for b in bytes {
+        let alpha = b.is_ascii_alphabetic();
+        if alpha && !in_run {
+            runs += 1;
+            if runs >= cap {
+                break;
+            }
+        }
+        in_run = alpha;
+    }
+    runs
+}
+
 /// Decodes a run of NATO code words into the letters they spell. Code words are
 /// separated by whitespace or punctuation (`,` `/` `|` `;` `:` `.` `-`). When one
 /// separator is used between the letters and others (` / `, a line break, a double
@@ -607,6 +624,11 @@ pub(crate) fn nato_letter(word: &str) -> Option<char> {
 /// token is not a code word or fewer than six letters result.
 pub(crate) fn nato_text(candidate: &str) -> Option<(String, bool)> {
     let bytes = candidate.as_bytes();
+    // Every letter is read from its own run of ASCII letters: fewer than six runs
+    // (identifiers, hyphenated words, paths) cannot hold six letters.
+    if alphabetic_runs(bytes, 6) < 6 {
+        return None;
+    }
     let mut letters: Vec<char> = Vec::new();
     let mut seps: Vec<&str> = Vec::new();
     let mut i = 0usize;
