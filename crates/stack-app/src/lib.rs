@@ -129,6 +129,7 @@ pub struct App {
     proxy_in_flight: Arc<proxy::InFlight>,
     /// Passport records read by the proxy, until their tokens expire.
     passport_records: Arc<proxy::PassportRecords>,
+    compiled_constraints: Arc<proxy::CompiledConstraints>,
 }
 
 impl std::fmt::Debug for App {
@@ -170,6 +171,7 @@ impl App {
             oauth: Arc::new(oauth::OAuthRuntime::default()),
             proxy_in_flight: Arc::new(proxy::InFlight::default()),
             passport_records: Arc::new(proxy::PassportRecords::default()),
+            compiled_constraints: Arc::new(proxy::CompiledConstraints::default()),
         }
     }
 

@@ -168,6 +168,63 @@ impl Drop for Reservation {
     }
 }
 
+/// Compiled constraint sets of passport grants, by (jti, service,
+/// connection), each kept until its passport expires: a passport's grants
+/// never change after issue, and compiling a `matches` rule builds a regex.
+#[derive(Default)]
+pub(crate) struct CompiledConstraints {
+    entries: std::sync::RwLock<HashMap<String, (Arc<ConstraintSet>, i64)>>,
+}
+
+impl std::fmt::Debug for CompiledConstraints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledConstraints")
+            .finish_non_exhaustive()
+    }
+}
+
+impl CompiledConstraints {
+    /// The compiled set of `grant` in the passport `jti` (valid until
+    /// `until_ms`), compiled now if this node has not yet.
+    fn get_or_compile(
+        &self,
+        jti: &str,
+        grant: &stack_passport::ServiceGrant,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<Arc<ConstraintSet>> {
+        let key = format!(
+            "{jti}\u{0}{}\u{0}{}",
+            grant.service_name, grant.connection_id
+        );
+        if let Some((set, _)) = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+            .filter(|(_, until)| *until > now_ms)
+        {
+            return Ok(Arc::clone(set));
+        }
+        let set = Arc::new(
+            ConstraintSet::compile(&grant.constraints)
+                .map_err(|e| Error::internal(format!("stored constraints do not compile: {e}")))?,
+        );
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= PASSPORT_RECORDS_CAPACITY && !entries.contains_key(&key) {
+            entries.retain(|_, (_, until)| *until > now_ms);
+            if entries.len() >= PASSPORT_RECORDS_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(key, (Arc::clone(&set), until_ms));
+        Ok(set)
+    }
+}
+
 /// Most passport records a node remembers for the proxy.
 const PASSPORT_RECORDS_CAPACITY: usize = 10_000;
 
@@ -232,6 +289,34 @@ pub trait ProxyStore: Send + Sync + 'static {
         done: Option<&ProxyOperation>,
     ) -> Result<()>;
     async fn usage(&self, operator_id: &str, meter: &str, period: &str) -> Result<u64>;
+    /// Everything a proxied call reads before it goes out, in one round
+    /// trip to the database: the operator's tier, `meter`'s count in
+    /// `period`, the agent's live grants on the connection and the
+    /// connection with its sealed secret.
+    async fn proxy_reads(&self, q: ProxyReadsQuery<'_>) -> Result<ProxyReads>;
+}
+
+/// The keys of [`ProxyStore::proxy_reads`].
+#[derive(Debug, Clone, Copy)]
+pub struct ProxyReadsQuery<'a> {
+    pub operator_id: &'a str,
+    pub agent_id: &'a str,
+    pub connection_id: &'a str,
+    pub meter: &'a str,
+    pub period: &'a str,
+}
+
+/// What [`ProxyStore::proxy_reads`] found.
+#[derive(Debug, Clone, Default)]
+pub struct ProxyReads {
+    /// The operator's tier; `None` when the operator is unknown.
+    pub tier: Option<String>,
+    /// Calls recorded on the meter in the period.
+    pub used: u64,
+    /// The agent's grants on the connection that are not revoked.
+    pub live_grants: Vec<crate::services::Grant>,
+    /// The connection (of this operator) and its sealed secret.
+    pub connection: Option<(crate::services::Connection, Option<String>)>,
 }
 
 /// Proxy allowances and limits of the application.
@@ -367,13 +452,33 @@ impl App {
         draft.passport_jti = Some(record.jti.clone());
         draft.payload_hash = Some(digest.clone());
 
-        // Decide; every denial is audited before it is returned. The quota's
-        // reads (tier, this period's count) go out at the same time.
+        // Decide; every denial is audited before it is returned. What the
+        // decision and the quota read comes in one round trip.
         let (period, _, _) = crate::scan::period_of(self.now());
-        let (decided, quota) = tokio::join!(
-            self.decide(&record, &method, &req),
-            self.proxy_quota(&caller.operator_id, &period),
-        );
+        let (decided, quota) = match pick_grant(&record, &req) {
+            Ok(grant) => {
+                let reads = self
+                    .store
+                    .proxy_reads(ProxyReadsQuery {
+                        operator_id: &record.operator_id,
+                        agent_id: &record.agent_id,
+                        connection_id: &grant.connection_id,
+                        meter: PROXY_METER,
+                        period: &period,
+                    })
+                    .await?;
+                let quota = reads
+                    .tier
+                    .clone()
+                    .map(|tier| (tier, reads.used))
+                    .ok_or_else(|| Error::unauthorized("unknown operator"));
+                (
+                    self.decide(&record, grant, reads, &method, &req).await,
+                    quota,
+                )
+            }
+            Err(e) => (Err(e), Err(Error::unauthorized("unknown operator"))),
+        };
         // Enforced mode: an approved intent for exactly this call, used once.
         let decided = match decided {
             Ok(d) => self
@@ -668,16 +773,6 @@ impl App {
         Ok(record)
     }
 
-    /// The operator's tier and the proxied calls recorded this period.
-    async fn proxy_quota(&self, operator_id: &str, period: &str) -> Result<(String, u64)> {
-        let (operator, used) = tokio::join!(
-            self.store.get_operator(operator_id),
-            self.store.usage(operator_id, PROXY_METER, period),
-        );
-        let operator = operator?.ok_or_else(|| Error::unauthorized("unknown operator"))?;
-        Ok((operator.tier, used?))
-    }
-
     /// The record behind `X-Passport-Token`. The token is verified on every
     /// call (signature, expiry, this node's revocation index, which the bus
     /// keeps current and which consults the database whenever it may have
@@ -757,40 +852,22 @@ impl App {
     async fn decide(
         &self,
         record: &crate::passports::PassportRecord,
+        grant: &stack_passport::ServiceGrant,
+        reads: ProxyReads,
         method: &str,
         req: &ProxyRequest,
     ) -> Result<Decision> {
-        let grant = record
-            .services
-            .iter()
-            .find(|s| {
-                s.service_name == req.service
-                    && req
-                        .connection_id
-                        .as_ref()
-                        .is_none_or(|c| *c == s.connection_id)
-            })
-            .ok_or_else(|| {
-                denied(
-                    ErrorCode::ScopeDenied,
-                    format!("the passport holds no grant for service {}", req.service),
-                )
-            })?;
         // The grant must still be live (revoked grants end access at once).
-        // The two reads are independent: both go out at once.
-        let owner = Principal::operator(record.operator_id.clone());
-        let (live, loaded) = tokio::join!(
-            self.grants_of(&record.operator_id, &record.agent_id),
-            self.load_connection(&owner, &grant.connection_id),
-        );
-        let live = live?;
-        if !live.iter().any(|g| g.connection_id == grant.connection_id) {
+        let live = reads.live_grants;
+        if live.is_empty() {
             return Err(denied(
                 ErrorCode::ScopeDenied,
                 "the grant behind this passport has been revoked",
             ));
         }
-        let (connection, sealed) = loaded?;
+        let (connection, sealed) = reads
+            .connection
+            .ok_or_else(|| Error::not_found("connection", &grant.connection_id))?;
         // Disconnected: SCOPE_DENIED; an OAuth connection whose refresh was refused: 409.
         crate::services::oauth::check_usable(&connection)?;
         let needed = if matches!(method, "GET" | "HEAD" | "OPTIONS") {
@@ -852,10 +929,14 @@ impl App {
                 ));
             }
         }
-        let set = ConstraintSet::compile(&grant.constraints)
-            .map_err(|e| Error::internal(format!("stored constraints do not compile: {e}")))?;
+        let set = self.compiled_constraints.get_or_compile(
+            &record.jti,
+            grant,
+            record.expires_at.saturating_mul(1000),
+            self.now().as_millis(),
+        )?;
         let body = req.body.as_ref().filter(|b| !b.is_null());
-        stack_proxy::check_target(&set, method, &target, body).map_err(|v| {
+        stack_proxy::check_target(set.as_ref(), method, &target, body).map_err(|v| {
             denied(ErrorCode::ConstraintViolation, v.message.clone())
                 .with_details(json!({ "constraint": v.index, "path": v.path }))
         })?;
@@ -875,7 +956,6 @@ impl App {
             .map_err(|e| Error::internal(format!("credential does not attach: {e}")))?;
         let response_scan = live
             .iter()
-            .filter(|g| g.connection_id == grant.connection_id)
             .map(|g| g.response_scan)
             .max()
             .unwrap_or_default();
@@ -887,6 +967,30 @@ impl App {
             response_scan,
         })
     }
+}
+
+/// The passport's grant for the requested service (and connection, when
+/// the call names one).
+fn pick_grant<'a>(
+    record: &'a crate::passports::PassportRecord,
+    req: &ProxyRequest,
+) -> Result<&'a stack_passport::ServiceGrant> {
+    record
+        .services
+        .iter()
+        .find(|s| {
+            s.service_name == req.service
+                && req
+                    .connection_id
+                    .as_ref()
+                    .is_none_or(|c| *c == s.connection_id)
+        })
+        .ok_or_else(|| {
+            denied(
+                ErrorCode::ScopeDenied,
+                format!("the passport holds no grant for service {}", req.service),
+            )
+        })
 }
 
 fn urlencode(s: &str) -> String {
@@ -1010,5 +1114,48 @@ mod in_flight_tests {
             f.calls.lock().map(|c| c.is_empty()).unwrap_or(false),
             "no entry is left behind"
         );
+    }
+}
+
+#[cfg(test)]
+mod compiled_constraints_tests {
+    use super::*;
+
+    fn grant(connection: &str, pattern: &str) -> stack_passport::ServiceGrant {
+        stack_passport::ServiceGrant {
+            service_name: "custom".into(),
+            service_id: "svc_custom".into(),
+            connection_id: connection.into(),
+            credential_ref: String::new(),
+            scopes: vec!["read".into()],
+            constraints: vec![json!({"path": "query.limit", "op": "matches", "value": pattern})],
+            allow_data_from: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn compiled_once_per_passport_grant_until_the_passport_expires() {
+        let c = CompiledConstraints::default();
+        let g = grant("scon_a", "^[0-9]{1,3}$");
+        let first = c.get_or_compile("jti_1", &g, 2_000, 1_000).unwrap();
+        let again = c.get_or_compile("jti_1", &g, 2_000, 1_500).unwrap();
+        assert!(Arc::ptr_eq(&first, &again), "served from the cache");
+        // Another passport, or another connection of the same passport: its own set.
+        let other = c.get_or_compile("jti_2", &g, 2_000, 1_500).unwrap();
+        assert!(!Arc::ptr_eq(&first, &other));
+        let h = grant("scon_b", "^x$");
+        let narrower = c.get_or_compile("jti_1", &h, 2_000, 1_500).unwrap();
+        assert!(!Arc::ptr_eq(&first, &narrower));
+        // Past the passport's expiry the entry is not used.
+        let later = c.get_or_compile("jti_1", &g, 3_000, 2_500).unwrap();
+        assert!(!Arc::ptr_eq(&first, &later));
+    }
+
+    #[test]
+    fn a_set_that_does_not_compile_is_an_error_and_not_cached() {
+        let c = CompiledConstraints::default();
+        let g = grant("scon_a", "(unclosed");
+        assert!(c.get_or_compile("jti_1", &g, 2_000, 1_000).is_err());
+        assert!(c.get_or_compile("jti_1", &g, 2_000, 1_000).is_err());
     }
 }

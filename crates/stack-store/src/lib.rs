@@ -28,12 +28,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sea_orm::sea_query::OnConflict;
+use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectOptions, Database, DatabaseBackend, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    SqlErr, SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseBackend,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, SqlErr, SqliteTransactionMode, Statement,
+    TransactionOptions, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use stack_app::agents::Agent;
@@ -67,6 +68,45 @@ pub struct Db {
     /// pool as `conn`.
     writer: DatabaseConnection,
     backend: DatabaseBackend,
+    /// SQLite: the chain head this process last committed, per operator,
+    /// so that a proxied call's record need not read it first. Only a hint:
+    /// the write that uses it moves the head only if the stored head is
+    /// still this one, and falls back to reading it when not.
+    heads: std::sync::Arc<HeadMemory>,
+}
+
+/// Remembered chain heads (see [`Db`]). Bounded: cleared when full.
+#[derive(Debug, Default)]
+struct HeadMemory(std::sync::Mutex<std::collections::HashMap<String, ChainHead>>);
+
+impl HeadMemory {
+    const CAPACITY: usize = 10_000;
+
+    fn get(&self, operator_id: &str) -> Option<ChainHead> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(operator_id)
+            .cloned()
+    }
+
+    fn put(&self, operator_id: &str, head: ChainHead) {
+        let mut heads = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if heads.len() >= Self::CAPACITY && !heads.contains_key(operator_id) {
+            heads.clear();
+        }
+        heads.insert(operator_id.to_owned(), head);
+    }
+
+    fn forget(&self, operator_id: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(operator_id);
+    }
 }
 
 impl std::fmt::Debug for Db {
@@ -101,6 +141,7 @@ impl Db {
             conn,
             writer,
             backend,
+            heads: std::sync::Arc::default(),
         };
         db.migrate().await?;
         Ok(db)
@@ -200,49 +241,143 @@ async fn append_in(
     operator_id: &str,
     audit: NewAudit,
 ) -> Result<AuditEntry> {
-    // Make sure the head row exists, then lock it.
-    let genesis = ChainHead::genesis();
-    let seed = audit_head::ActiveModel {
-        operator_id: sea_orm::Set(operator_id.to_owned()),
-        seq: sea_orm::Set(genesis.seq),
-        hash: sea_orm::Set(genesis.hash.clone()),
-        timestamp: sea_orm::Set(genesis.timestamp),
-        last_entry_id: sea_orm::Set(String::new()),
+    let (entry, writes) = append_writes(txn, operator_id, audit).await?;
+    execute_batch(txn, writes).await?;
+    Ok(entry)
+}
+
+/// Locks `operator_id`'s chain head inside `txn` and seals `audit` after
+/// it; returns the entry and the two writes that append it (insert the
+/// entry, move the head), for the caller to run, alone or batched with
+/// its own writes.
+async fn append_writes(
+    txn: &DatabaseTransaction,
+    operator_id: &str,
+    audit: NewAudit,
+) -> Result<(AuditEntry, Vec<Statement>)> {
+    let locked = || {
+        audit_head::Entity::find_by_id(operator_id.to_owned())
+            .lock_exclusive()
+            .one(txn)
     };
-    audit_head::Entity::insert(seed)
-        .on_conflict(
-            OnConflict::column(audit_head::Column::OperatorId)
-                .do_nothing()
-                .to_owned(),
-        )
-        .exec_without_returning(txn)
-        .await
-        .map_err(db_err)?;
-    let head = audit_head::Entity::find_by_id(operator_id.to_owned())
-        .lock_exclusive()
-        .one(txn)
-        .await
-        .map_err(db_err)?
-        .ok_or_else(|| Error::internal("audit head row vanished inside its transaction"))?;
+    let head = match locked().await.map_err(db_err)? {
+        Some(head) => head,
+        None => {
+            // The operator's first entry: create the head row (a concurrent
+            // first append may win the insert), then lock it.
+            let genesis = ChainHead::genesis();
+            let seed = audit_head::ActiveModel {
+                operator_id: sea_orm::Set(operator_id.to_owned()),
+                seq: sea_orm::Set(genesis.seq),
+                hash: sea_orm::Set(genesis.hash.clone()),
+                timestamp: sea_orm::Set(genesis.timestamp),
+                last_entry_id: sea_orm::Set(String::new()),
+            };
+            audit_head::Entity::insert(seed)
+                .on_conflict(
+                    OnConflict::column(audit_head::Column::OperatorId)
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .exec_without_returning(txn)
+                .await
+                .map_err(db_err)?;
+            locked()
+                .await
+                .map_err(db_err)?
+                .ok_or_else(|| Error::internal("audit head row vanished inside its transaction"))?
+        }
+    };
     let head = ChainHead {
         seq: head.seq,
         hash: head.hash,
         timestamp: head.timestamp,
     };
-    let entry = stack_audit::seal(operator_id, &head, audit.entry_id, audit.now, audit.draft);
-    audit_entry::Entity::insert(convert::entry_to_row(&entry))
-        .exec_without_returning(txn)
-        .await
-        .map_err(db_err)?;
-    let moved = audit_head::ActiveModel {
-        operator_id: sea_orm::Set(operator_id.to_owned()),
-        seq: sea_orm::Set(entry.seq),
-        hash: sea_orm::Set(entry.entry_hash.clone()),
-        timestamp: sea_orm::Set(entry.timestamp),
-        last_entry_id: sea_orm::Set(entry.entry_id.clone()),
-    };
-    moved.update(txn).await.map_err(db_err)?;
-    Ok(entry)
+    Ok(append_after(
+        txn.get_database_backend(),
+        operator_id,
+        &head,
+        audit,
+        false,
+    ))
+}
+
+/// Seals `audit` after `head` and returns the entry and the two writes that
+/// append it: insert the entry, move the head. `guarded`: the head moves
+/// only if the stored head is still `head` (for a remembered head; the
+/// caller checks that both writes changed a row).
+fn append_after(
+    backend: DatabaseBackend,
+    operator_id: &str,
+    head: &ChainHead,
+    audit: NewAudit,
+    guarded: bool,
+) -> (AuditEntry, Vec<Statement>) {
+    let entry = stack_audit::seal(operator_id, head, audit.entry_id, audit.now, audit.draft);
+    let insert = audit_entry::Entity::insert(convert::entry_to_row(&entry)).build(backend);
+    let mut moved = audit_head::Entity::update_many()
+        .col_expr(audit_head::Column::Seq, Expr::value(entry.seq))
+        .col_expr(
+            audit_head::Column::Hash,
+            Expr::value(entry.entry_hash.clone()),
+        )
+        .col_expr(audit_head::Column::Timestamp, Expr::value(entry.timestamp))
+        .col_expr(
+            audit_head::Column::LastEntryId,
+            Expr::value(entry.entry_id.clone()),
+        )
+        .filter(audit_head::Column::OperatorId.eq(operator_id));
+    if guarded {
+        moved = moved
+            .filter(audit_head::Column::Seq.eq(head.seq))
+            .filter(audit_head::Column::Hash.eq(head.hash.as_str()))
+            .filter(audit_head::Column::Timestamp.eq(head.timestamp));
+    }
+    let moved = moved.build(backend);
+    (entry, vec![insert, moved])
+}
+
+/// Runs `writes` in `txn`, in order. On SQLite they go to the connection's
+/// worker thread as one `;`-separated batch (SQLite binds each statement's
+/// `?` parameters in turn), one hand-off instead of one per statement; on
+/// other backends one after another. The first failing statement stops the
+/// batch and fails the call; the caller's transaction is then rolled back.
+async fn execute_batch(txn: &DatabaseTransaction, writes: Vec<Statement>) -> Result<u64> {
+    execute_batch_raw(txn, writes).await.map_err(db_err)
+}
+
+/// [`execute_batch`], returning the driver's error; the result is the
+/// number of rows the writes changed, together.
+async fn execute_batch_raw(
+    txn: &DatabaseTransaction,
+    writes: Vec<Statement>,
+) -> std::result::Result<u64, DbErr> {
+    let mut changed = 0;
+    match txn.get_database_backend() {
+        DatabaseBackend::Sqlite if writes.len() > 1 => {
+            let mut sql = String::new();
+            let mut values = Vec::new();
+            for w in writes {
+                sql.push_str(&w.sql);
+                sql.push_str(";\n");
+                values.extend(w.values.map(|v| v.0).unwrap_or_default());
+            }
+            changed += txn
+                .execute_raw(Statement::from_sql_and_values(
+                    DatabaseBackend::Sqlite,
+                    sql,
+                    values,
+                ))
+                .await?
+                .rows_affected();
+        }
+        _ => {
+            for w in writes {
+                changed += txn.execute_raw(w).await?.rows_affected();
+            }
+        }
+    }
+    Ok(changed)
 }
 
 async fn commit(txn: DatabaseTransaction) -> Result<()> {

@@ -4,17 +4,24 @@
 use async_trait::async_trait;
 use sea_orm::ActiveValue::Set;
 use sea_orm::sea_query::{Expr, OnConflict};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, QueryTrait, Statement,
+};
 use stack_app::NewAudit;
 use stack_app::services::oauth::{OAuthApp, PendingConnect};
 use stack_app::services::{Connection, ConnectionChange, Grant, ServiceStore};
+use stack_audit::ChainHead;
 use stack_core::{Error, Result, Timestamp};
 
-use stack_app::proxy::ProxyOperation;
+use stack_app::proxy::{ProxyOperation, ProxyReads, ProxyReadsQuery};
 
 use crate::entity::{connection, grant, operator_key, proxy_operation, usage_meter};
 use crate::passports::{from_doc, to_doc};
-use crate::{Db, append_in, commit, db_err};
+use crate::{
+    Db, append_after, append_in, append_writes, commit, db_err, execute_batch_raw,
+    is_unique_violation,
+};
 
 #[async_trait]
 impl ServiceStore for Db {
@@ -426,48 +433,70 @@ impl stack_app::proxy::ProxyStore for Db {
         done: Option<&ProxyOperation>,
     ) -> Result<()> {
         // One transaction, one commit (one fsync on SQLite) for the three.
-        let txn = self.write_txn().await?;
-        append_in(&txn, operator_id, audit).await?;
-        if let Some((meter, period)) = meter {
-            usage_meter::Entity::insert(usage_meter::ActiveModel {
-                operator_id: Set(operator_id.to_owned()),
-                meter: Set(meter.to_owned()),
-                period: Set(period.to_owned()),
-                count: Set(1),
-            })
-            .on_conflict(
-                OnConflict::columns([
-                    usage_meter::Column::OperatorId,
-                    usage_meter::Column::Meter,
-                    usage_meter::Column::Period,
-                ])
-                .value(
-                    usage_meter::Column::Count,
-                    sea_orm::sea_query::ExprTrait::add(
-                        Expr::col((usage_meter::Entity, usage_meter::Column::Count)),
-                        1,
-                    ),
-                )
-                .to_owned(),
-            )
-            .exec_without_returning(&txn)
+        // On SQLite the head this process last committed is tried first (no
+        // read before the writes); if another writer moved the head since,
+        // the attempt is rolled back and made again after reading it.
+        if self.backend == DatabaseBackend::Sqlite
+            && let Some(head) = self.heads.get(operator_id)
+            && self
+                .record_once(operator_id, Some(&head), audit.clone(), meter, done)
+                .await?
+        {
+            return Ok(());
+        }
+        self.record_once(operator_id, None, audit, meter, done)
             .await
-            .map_err(db_err)?;
+            .map(|_| ())
+    }
+
+    async fn proxy_reads(&self, q: ProxyReadsQuery<'_>) -> Result<ProxyReads> {
+        // One statement, so one round trip (on SQLite one hand-off to the
+        // connection's worker thread) instead of four. `$n` parameters are
+        // understood by both backends.
+        const SQL: &str = "\
+            SELECT 'operator' AS kind, tier AS a, CAST(NULL AS TEXT) AS b \
+              FROM operators WHERE id = $1 \
+            UNION ALL SELECT 'usage', CAST(count AS TEXT), CAST(NULL AS TEXT) \
+              FROM usage_meters WHERE operator_id = $1 AND meter = $4 AND period = $5 \
+            UNION ALL SELECT 'connection', doc, sealed \
+              FROM connections WHERE id = $3 AND operator_id = $1 \
+            UNION ALL SELECT 'grant', doc, CAST(NULL AS TEXT) \
+              FROM grants WHERE operator_id = $1 AND agent_id = $2 AND connection_id = $3 \
+              AND revoked_at IS NULL";
+        let stmt = Statement::from_sql_and_values(
+            self.conn.get_database_backend(),
+            SQL,
+            [
+                q.operator_id.into(),
+                q.agent_id.into(),
+                q.connection_id.into(),
+                q.meter.into(),
+                q.period.into(),
+            ],
+        );
+        let rows = self.conn.query_all_raw(stmt).await.map_err(db_err)?;
+        let mut out = ProxyReads::default();
+        for row in rows {
+            let kind: String = row.try_get_by_index(0).map_err(db_err)?;
+            let a: String = row.try_get_by_index(1).map_err(db_err)?;
+            match kind.as_str() {
+                "operator" => out.tier = Some(a),
+                "usage" => {
+                    out.used = a
+                        .parse::<i64>()
+                        .map_err(|_| Error::internal("a usage meter holds a non-number"))?
+                        .max(0)
+                        .unsigned_abs();
+                }
+                "connection" => {
+                    let sealed: Option<String> = row.try_get_by_index(2).map_err(db_err)?;
+                    out.connection = Some((from_doc("connection", &a)?, sealed));
+                }
+                "grant" => out.live_grants.push(from_doc("grant", &a)?),
+                _ => return Err(Error::internal("unexpected row in the proxy's reads")),
+            }
         }
-        if let Some(op) = done {
-            proxy_operation::Entity::update_many()
-                .col_expr(
-                    proxy_operation::Column::State,
-                    Expr::value(op.state.clone()),
-                )
-                .col_expr(proxy_operation::Column::Doc, Expr::value(to_doc(op)?))
-                .filter(proxy_operation::Column::OperatorId.eq(op.operator_id.as_str()))
-                .filter(proxy_operation::Column::RequestId.eq(op.request_id.as_str()))
-                .exec(&txn)
-                .await
-                .map_err(db_err)?;
-        }
-        commit(txn).await
+        Ok(out)
     }
 
     async fn usage(&self, operator_id: &str, meter: &str, period: &str) -> Result<u64> {
@@ -480,6 +509,98 @@ impl stack_app::proxy::ProxyStore for Db {
         .await
         .map_err(db_err)?
         .map_or(0, |m| m.count.max(0).unsigned_abs()))
+    }
+}
+
+impl Db {
+    /// One attempt at [`ProxyStore::record_call`]: after `remembered` (the
+    /// head this process last committed) or, when `None`, after the head
+    /// read and locked in the transaction. `Ok(false)`: the remembered head
+    /// was no longer the stored one; nothing was written.
+    async fn record_once(
+        &self,
+        operator_id: &str,
+        remembered: Option<&ChainHead>,
+        audit: NewAudit,
+        meter: Option<(&str, &str)>,
+        done: Option<&ProxyOperation>,
+    ) -> Result<bool> {
+        let backend = self.backend;
+        let txn = self.write_txn().await?;
+        let (entry, mut writes) = match remembered {
+            Some(head) => append_after(backend, operator_id, head, audit, true),
+            None => append_writes(&txn, operator_id, audit).await?,
+        };
+        if let Some((meter, period)) = meter {
+            writes.push(
+                usage_meter::Entity::insert(usage_meter::ActiveModel {
+                    operator_id: Set(operator_id.to_owned()),
+                    meter: Set(meter.to_owned()),
+                    period: Set(period.to_owned()),
+                    count: Set(1),
+                })
+                .on_conflict(
+                    OnConflict::columns([
+                        usage_meter::Column::OperatorId,
+                        usage_meter::Column::Meter,
+                        usage_meter::Column::Period,
+                    ])
+                    .value(
+                        usage_meter::Column::Count,
+                        sea_orm::sea_query::ExprTrait::add(
+                            Expr::col((usage_meter::Entity, usage_meter::Column::Count)),
+                            1,
+                        ),
+                    )
+                    .to_owned(),
+                )
+                .build(backend),
+            );
+        }
+        if let Some(op) = done {
+            writes.push(
+                proxy_operation::Entity::update_many()
+                    .col_expr(
+                        proxy_operation::Column::State,
+                        Expr::value(op.state.clone()),
+                    )
+                    .col_expr(proxy_operation::Column::Doc, Expr::value(to_doc(op)?))
+                    .filter(proxy_operation::Column::OperatorId.eq(op.operator_id.as_str()))
+                    .filter(proxy_operation::Column::RequestId.eq(op.request_id.as_str()))
+                    .build(backend),
+            );
+        }
+        // Every write changes exactly one row when the head was current.
+        let expected = u64::try_from(writes.len()).unwrap_or(u64::MAX);
+        let stale = match execute_batch_raw(&txn, writes).await {
+            Ok(changed) => remembered.is_some() && changed != expected,
+            // The remembered head's successor `seq` exists: another writer.
+            Err(e) if remembered.is_some() && is_unique_violation(&e) => true,
+            Err(e) => {
+                self.heads.forget(operator_id);
+                return Err(db_err(e));
+            }
+        };
+        if stale {
+            self.heads.forget(operator_id);
+            txn.rollback().await.map_err(db_err)?;
+            return Ok(false);
+        }
+        if let Err(e) = commit(txn).await {
+            self.heads.forget(operator_id);
+            return Err(e);
+        }
+        if backend == DatabaseBackend::Sqlite {
+            self.heads.put(
+                operator_id,
+                ChainHead {
+                    seq: entry.seq,
+                    hash: entry.entry_hash,
+                    timestamp: entry.timestamp,
+                },
+            );
+        }
+        Ok(true)
     }
 }
 

@@ -565,3 +565,73 @@ both_backends!(
         assert_eq!(verify(&app, &p).await["ok"], true);
     }
 );
+
+/// Proxied calls recorded by two writers on one SQLite file (as two server
+/// processes would: each remembers the chain head it last committed),
+/// interleaved with other writes that move the head: one unbroken chain and
+/// every call metered exactly once. A remembered head that is no longer the
+/// stored one must never fork or break the chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_recorded_by_two_sqlite_writers_keep_one_chain() {
+    use stack_app::NewAudit;
+    use stack_app::proxy::ProxyStore as _;
+    use stack_audit::{AuditDraft, Layer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = DbConfig::Sqlite {
+        path: dir.path().join("stack.db"),
+    };
+    let dbs = [
+        Db::connect(&config).await.unwrap(),
+        Db::connect(&config).await.unwrap(),
+    ];
+    let apps = [app(&dbs[0]), app(&dbs[1])];
+    let p = operator(&apps[0], "a").await;
+    let mut tasks = Vec::new();
+    for (n, (db, app)) in dbs.iter().zip(apps.iter()).enumerate() {
+        for w in 0..3 {
+            let (db, p) = (db.clone(), p.clone());
+            tasks.push(tokio::spawn(async move {
+                for i in 0..10 {
+                    let audit = NewAudit {
+                        entry_id: format!("aud_{n}_{w}_{i}"),
+                        now: stack_core::Timestamp::from_millis(1_800_000_000_000),
+                        draft: AuditDraft::new("agent", Layer::Proxy, "credential.proxy"),
+                    };
+                    db.record_call(&p.operator_id, audit, Some(("proxy", "2027-01")), None)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        // Other writes move the head behind the remembered one's back.
+        let (app, p) = (app.clone(), p.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                let cmd = RegisterAgent {
+                    name: format!("n{n}-a{i}"),
+                    ..RegisterAgent::default()
+                };
+                app.register_agent(&p, cmd).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for app in &apps {
+        let v = verify(app, &p).await;
+        assert_eq!(v["ok"], true, "{v}");
+        // operator.create + 60 calls + 10 registrations
+        assert_eq!(v["entries_checked"], 71, "{v}");
+    }
+    for db in &dbs {
+        assert_eq!(
+            db.usage(&p.operator_id, "proxy", "2027-01").await.unwrap(),
+            60
+        );
+    }
+    for db in dbs {
+        db.close().await.unwrap();
+    }
+}
