@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{Proc, start_stack};
+use common::{Proc, cpu_ticks, start_stack, ticks_per_second};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
@@ -237,25 +237,6 @@ impl Tally {
         let us = ticks as f64 * 1e6 / ticks_per_second() as f64 / self.latencies.len() as f64;
         format!("{us:.0} µs")
     }
-}
-
-/// `utime + stime` of a process in clock ticks (Linux), 0 elsewhere.
-fn cpu_ticks(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            // Fields after the parenthesised command name; utime and stime
-            // are fields 14 and 15 of the whole line.
-            let rest = s.rsplit_once(')')?.1;
-            let f: Vec<&str> = rest.split_whitespace().collect();
-            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-        })
-        .unwrap_or(0)
-}
-
-fn ticks_per_second() -> u64 {
-    // USER_HZ is 100 on every Linux the project targets.
-    if cfg!(target_os = "linux") { 100 } else { 0 }
 }
 
 fn loadavg() -> String {

@@ -12,10 +12,12 @@
 //! cargo run --release -p stack-server --example proxy_bench -- 10 100,500,1000 5
 //! ```
 //!
-//! Open loop: request `i` of a rate `R` is due at `start + i/R` and its
-//! latency is measured from that due time (a slow response does not delay
-//! the next request, so queueing shows up in the figures instead of being
-//! hidden). One shared keep-alive connection pool per path. Each rate's
+//! Open loop: request `i` of a rate `R` is issued at `start + i/R` in a task
+//! of its own, whatever happened to earlier requests (a slow response does
+//! not delay the next request, so queueing shows up in the figures instead
+//! of being hidden); its latency runs from the moment it is issued to the
+//! last byte of the answer (not from the due time: tokio's timer fires up
+//! to 1 ms late, jitter of the generator that is not any path's latency). One shared keep-alive connection pool per path. Each rate's
 //! seconds are cut into ROUNDS slices that alternate between the paths
 //! (direct, nginx, STACK, STACK, nginx, direct, …), so background load on a
 //! shared machine falls on all of them alike. Added latency
@@ -41,7 +43,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, start_stack};
+use common::{Proc, cpu_ticks, start_stack, ticks_per_second};
 use serde_json::{Value, json};
 
 /// The smallest added latency a ratio divides by, µs.
@@ -256,6 +258,9 @@ struct Run {
     p99: u64,
     errors: usize,
     first_error: Option<String>,
+    /// The serving process's CPU time per answered call, µs (`None` when
+    /// the path has no process of its own to read).
+    cpu_us: Option<f64>,
 }
 
 /// Latencies (µs) and errors of one or more slices of a path.
@@ -264,11 +269,17 @@ struct Samples {
     lat: Vec<u64>,
     errors: usize,
     first_error: Option<String>,
+    /// CPU clock ticks of the serving process during the slices.
+    cpu_ticks: Option<u64>,
 }
 
 impl Samples {
     fn run(mut self) -> Run {
         self.lat.sort_unstable();
+        let cpu_us = self
+            .cpu_ticks
+            .filter(|_| !self.lat.is_empty())
+            .map(|t| t as f64 * 1e6 / ticks_per_second().max(1) as f64 / self.lat.len() as f64);
         let lat = &self.lat;
         let pct = |p: f64| {
             if lat.is_empty() {
@@ -282,12 +293,13 @@ impl Samples {
             p99: pct(99.0),
             errors: self.errors,
             first_error: self.first_error,
+            cpu_us,
         }
     }
 }
 
 /// `rate` requests per second for `secs`, open loop, added to `into`;
-/// latencies in µs from each request's due time.
+/// latencies in µs from the moment each request is issued.
 async fn run_slice(
     path: &Route,
     client: &reqwest::Client,
@@ -304,8 +316,12 @@ async fn run_slice(
         let path = path.clone();
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
+            // From the moment the request is issued: tokio's timer fires up
+            // to a millisecond after `due`, which is the generator's jitter,
+            // not the path's latency. The schedule itself stays open loop.
+            let sent = std::time::Instant::now();
             let r = path.once(&client).await;
-            (due.elapsed().as_micros() as u64, r)
+            (sent.elapsed().as_micros() as u64, r)
         }));
     }
     for t in tasks {
@@ -329,9 +345,11 @@ async fn run_rate(path: &Route, client: &reqwest::Client, rate: u32, secs: f64) 
 
 /// Every path for `secs` at `rate`, cut into `rounds` slices that alternate
 /// between the paths (direct, nginx, STACK, STACK, nginx, direct, …), so
-/// that all of them meet the same background load.
+/// that all of them meet the same background load. `pids[i]`: the process
+/// serving path `i`, whose CPU time is read around its slices.
 async fn run_interleaved(
     paths: &[Route],
+    pids: &[Option<u32>],
     clients: &[reqwest::Client],
     rate: u32,
     secs: f64,
@@ -346,7 +364,13 @@ async fn run_interleaved(
             (0..paths.len()).rev().collect()
         };
         for i in order {
+            let pid = pids.get(i).copied().flatten();
+            let before = pid.map(cpu_ticks);
             run_slice(&paths[i], &clients[i], rate, slice, &mut samples[i]).await;
+            if let (Some(pid), Some(before)) = (pid, before) {
+                let spent = cpu_ticks(pid).saturating_sub(before);
+                *samples[i].cpu_ticks.get_or_insert(0) += spent;
+            }
         }
     }
     samples.into_iter().map(Samples::run).collect()
@@ -389,7 +413,7 @@ async fn main() {
         _ => "SQLite",
     };
     let data = dir.path().join("data");
-    let (_stack, base, key) = start_stack(&data, &env);
+    let (stack, base, key) = start_stack(&data, &env);
     let origin = format!("http://upstream.bench:{upstream}");
     let passport = set_up_stack(&base, &key, &origin).await;
     let nginx_dir = dir.path().join("nginx");
@@ -410,6 +434,11 @@ async fn main() {
         body: json!({"service": "custom", "method": "GET", "url": format!("{origin}{resource}")})
             .to_string(),
     });
+    // Only STACK's CPU is read: nginx serves from a worker process.
+    let pids: Vec<Option<u32>> = paths
+        .iter()
+        .map(|p| matches!(p, Route::Stack { .. }).then(|| stack.0.id()))
+        .collect();
     let clients: Vec<reqwest::Client> = paths
         .iter()
         .map(|_| {
@@ -432,11 +461,13 @@ async fn main() {
         "{secs} s per rate and path in {rounds} alternating slices, open loop, loopback; STACK on {backend} (durable audit append per call)"
     );
     println!();
-    println!("| rate (req/s) | path | p50 | p99 | added p50 | added p99 | errors |");
-    println!("|---|---|---|---|---|---|---|");
+    println!(
+        "| rate (req/s) | path | p50 | p99 | added p50 | added p99 | errors | server CPU per call |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for &rate in &rates {
-        let runs = run_interleaved(&paths, &clients, rate, secs, rounds).await;
+        let runs = run_interleaved(&paths, &pids, &clients, rate, secs, rounds).await;
         let direct = &runs[0];
         for (p, r) in paths.iter().zip(&runs) {
             let (a50, a99) = if matches!(p, Route::Direct(_)) {
@@ -444,8 +475,11 @@ async fn main() {
             } else {
                 (added(r.p50, direct.p50), added(r.p99, direct.p99))
             };
+            let cpu = r
+                .cpu_us
+                .map_or_else(|| "—".to_owned(), |us| format!("{us:.0} µs"));
             println!(
-                "| {rate} | {} | {} | {} | {a50} | {a99} | {} |",
+                "| {rate} | {} | {} | {} | {a50} | {a99} | {} | {cpu} |",
                 p.label(),
                 ms(r.p50),
                 ms(r.p99),

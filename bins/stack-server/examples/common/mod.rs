@@ -84,3 +84,22 @@ pub fn start_stack(data: &Path, env: &[(&str, String)]) -> (Proc, String, String
     std::thread::spawn(move || while rx.recv().is_ok() {});
     (Proc(child), base.unwrap(), key.unwrap())
 }
+
+/// `utime + stime` of a process in clock ticks (Linux), 0 elsewhere.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            // Fields after the parenthesised command name; utime and stime
+            // are fields 14 and 15 of the whole line.
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+pub fn ticks_per_second() -> u64 {
+    // USER_HZ is 100 on every Linux the project targets.
+    if cfg!(target_os = "linux") { 100 } else { 0 }
+}
