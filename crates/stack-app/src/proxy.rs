@@ -168,20 +168,64 @@ impl Drop for Reservation {
     }
 }
 
+/// Most entries a node keeps in each of the proxy's per-passport caches.
+const PER_PASSPORT_CAPACITY: usize = 10_000;
+
+/// Values keyed by passport, each kept until a deadline (the passport's
+/// expiry): what never changes after a passport is issued. Bounded: when
+/// full, expired entries go, and if none had expired, all of them.
+pub(crate) struct UntilCache<V> {
+    entries: std::sync::RwLock<HashMap<String, (Arc<V>, i64)>>,
+}
+
+impl<V> Default for UntilCache<V> {
+    fn default() -> Self {
+        Self {
+            entries: std::sync::RwLock::default(),
+        }
+    }
+}
+
+impl<V> std::fmt::Debug for UntilCache<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UntilCache").finish_non_exhaustive()
+    }
+}
+
+impl<V> UntilCache<V> {
+    fn get(&self, key: &str, now_ms: i64) -> Option<Arc<V>> {
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .filter(|(_, until)| *until > now_ms)
+            .map(|(v, _)| Arc::clone(v))
+    }
+
+    fn put(&self, key: &str, value: Arc<V>, until_ms: i64, now_ms: i64) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entries.len() >= PER_PASSPORT_CAPACITY && !entries.contains_key(key) {
+            entries.retain(|_, (_, until)| *until > now_ms);
+            if entries.len() >= PER_PASSPORT_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(key.to_owned(), (value, until_ms));
+    }
+}
+
+/// Passport records the proxy has read, by jti, each kept until its token
+/// expires. Only the fields fixed at issue are used from a cached record;
+/// revocation is decided by the revocation index on every call.
+pub(crate) type PassportRecords = UntilCache<crate::passports::PassportRecord>;
+
 /// Compiled constraint sets of passport grants, by (jti, service,
 /// connection), each kept until its passport expires: a passport's grants
 /// never change after issue, and compiling a `matches` rule builds a regex.
-#[derive(Default)]
-pub(crate) struct CompiledConstraints {
-    entries: std::sync::RwLock<HashMap<String, (Arc<ConstraintSet>, i64)>>,
-}
-
-impl std::fmt::Debug for CompiledConstraints {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CompiledConstraints")
-            .finish_non_exhaustive()
-    }
-}
+pub(crate) type CompiledConstraints = UntilCache<ConstraintSet>;
 
 impl CompiledConstraints {
     /// The compiled set of `grant` in the passport `jti` (valid until
@@ -197,73 +241,15 @@ impl CompiledConstraints {
             "{jti}\u{0}{}\u{0}{}",
             grant.service_name, grant.connection_id
         );
-        if let Some((set, _)) = self
-            .entries
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&key)
-            .filter(|(_, until)| *until > now_ms)
-        {
-            return Ok(Arc::clone(set));
+        if let Some(set) = self.get(&key, now_ms) {
+            return Ok(set);
         }
         let set = Arc::new(
             ConstraintSet::compile(&grant.constraints)
                 .map_err(|e| Error::internal(format!("stored constraints do not compile: {e}")))?,
         );
-        let mut entries = self
-            .entries
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= PASSPORT_RECORDS_CAPACITY && !entries.contains_key(&key) {
-            entries.retain(|_, (_, until)| *until > now_ms);
-            if entries.len() >= PASSPORT_RECORDS_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(key, (Arc::clone(&set), until_ms));
+        self.put(&key, Arc::clone(&set), until_ms, now_ms);
         Ok(set)
-    }
-}
-
-/// Most passport records a node remembers for the proxy.
-const PASSPORT_RECORDS_CAPACITY: usize = 10_000;
-
-/// Passport records the proxy has read, by jti, each kept until its token
-/// expires. Only the fields fixed at issue are used from a cached record;
-/// revocation is decided by the revocation index on every call.
-#[derive(Debug, Default)]
-pub(crate) struct PassportRecords {
-    entries: std::sync::RwLock<HashMap<String, (Arc<crate::passports::PassportRecord>, i64)>>,
-}
-
-impl PassportRecords {
-    fn get(&self, jti: &str, now_ms: i64) -> Option<Arc<crate::passports::PassportRecord>> {
-        self.entries
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(jti)
-            .filter(|(_, until)| *until > now_ms)
-            .map(|(r, _)| Arc::clone(r))
-    }
-
-    fn put(
-        &self,
-        jti: &str,
-        record: Arc<crate::passports::PassportRecord>,
-        until_ms: i64,
-        now_ms: i64,
-    ) {
-        let mut entries = self
-            .entries
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if entries.len() >= PASSPORT_RECORDS_CAPACITY && !entries.contains_key(jti) {
-            entries.retain(|_, (_, until)| *until > now_ms);
-            if entries.len() >= PASSPORT_RECORDS_CAPACITY {
-                entries.clear();
-            }
-        }
-        entries.insert(jti.to_owned(), (record, until_ms));
     }
 }
 
@@ -467,17 +453,14 @@ impl App {
                         period: &period,
                     })
                     .await?;
-                let quota = reads
-                    .tier
-                    .clone()
-                    .map(|tier| (tier, reads.used))
-                    .ok_or_else(|| Error::unauthorized("unknown operator"));
+                // `None`: the operator is unknown.
+                let quota = reads.tier.clone().map(|tier| (tier, reads.used));
                 (
                     self.decide(&record, grant, reads, &method, &req).await,
                     quota,
                 )
             }
-            Err(e) => (Err(e), Err(Error::unauthorized("unknown operator"))),
+            Err(e) => (Err(e), None),
         };
         // Enforced mode: an approved intent for exactly this call, used once.
         let decided = match decided {
@@ -529,7 +512,7 @@ impl App {
 
         // Quota: calls recorded this period plus this node's calls in flight.
         // The meter itself moves in the transaction that records the call.
-        let (tier, used) = quota?;
+        let (tier, used) = quota.ok_or_else(|| Error::unauthorized("unknown operator"))?;
         let limit = self.config.proxy.quotas.for_tier(&tier);
         let Some(_reservation) =
             self.proxy_in_flight
