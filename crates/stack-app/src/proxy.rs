@@ -673,13 +673,7 @@ impl App {
                     };
                     self.finished(op, state, stored, error)
                 });
-                self.store
-                    .record_call(
-                        &caller.operator_id,
-                        audit,
-                        Some((PROXY_METER, &period)),
-                        done.as_ref(),
-                    )
+                self.record_sent_call(&caller.operator_id, audit, &period, done)
                     .await?;
                 withheld.map_or(Ok(response), Err)
             }
@@ -698,13 +692,7 @@ impl App {
                 d.error_code = Some(e.code.as_str().into());
                 d.error_message = Some(e.message.clone());
                 let audit = self.audit(d)?;
-                self.store
-                    .record_call(
-                        &caller.operator_id,
-                        audit,
-                        Some((PROXY_METER, &period)),
-                        done.as_ref(),
-                    )
+                self.record_sent_call(&caller.operator_id, audit, &period, done)
                     .await?;
                 Err(e)
             }
@@ -796,6 +784,33 @@ impl App {
             now_ms,
         );
         Ok(record)
+    }
+
+    /// Records a call that reached the upstream (audit entry, meter,
+    /// operation outcome) in a task of its own: once the upstream has been
+    /// called, its record must not be dropped half way because the client
+    /// stopped waiting for the answer.
+    async fn record_sent_call(
+        &self,
+        operator_id: &str,
+        audit: NewAudit,
+        period: &str,
+        done: Option<ProxyOperation>,
+    ) -> Result<()> {
+        let store = Arc::clone(&self.store);
+        let (operator_id, period) = (operator_id.to_owned(), period.to_owned());
+        tokio::spawn(async move {
+            store
+                .record_call(
+                    &operator_id,
+                    audit,
+                    Some((PROXY_METER, &period)),
+                    done.as_ref(),
+                )
+                .await
+        })
+        .await
+        .map_err(|_| Error::internal("recording the call failed"))?
     }
 
     /// A claimed operation with its outcome.

@@ -1,5 +1,8 @@
 //! Offline verification of passports.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
@@ -60,6 +63,62 @@ impl Default for VerifyOptions {
 pub struct PassportVerifier {
     keys: VerificationKeys,
     options: VerifyOptions,
+    /// Tokens already verified against `keys`, when enabled
+    /// ([`PassportVerifier::with_memo`]).
+    memo: Option<Arc<Memo>>,
+}
+
+/// The claims of tokens that passed every check but the clock, by the
+/// SHA-256 of the whole token (the token itself is not kept). A token's
+/// signature and claims cannot change, so a later presentation of the same
+/// bytes needs only the time checks again; the memo belongs to one key set
+/// and is emptied with it. Bounded: when full, entries past their `exp`
+/// are dropped first, then everything.
+#[derive(Debug)]
+struct Memo {
+    capacity: usize,
+    tokens: Mutex<HashMap<[u8; 32], Arc<PassportClaims>>>,
+}
+
+impl Memo {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn get(&self, digest: &[u8; 32]) -> Option<Arc<PassportClaims>> {
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(digest)
+            .cloned()
+    }
+
+    fn put(&self, digest: [u8; 32], claims: Arc<PassportClaims>, now_secs: i64) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if tokens.len() >= self.capacity {
+            tokens.retain(|_, c| c.exp > now_secs);
+            if tokens.len() >= self.capacity {
+                tokens.clear();
+            }
+        }
+        tokens.insert(digest, claims);
+    }
+
+    fn len(&self) -> usize {
+        self.tokens
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
 }
 
 /// The parts of a token, decoded but not verified.
@@ -108,7 +167,28 @@ fn split(token: &str) -> Result<Parts<'_>, VerifyError> {
 impl PassportVerifier {
     pub fn new(keys: VerificationKeys, options: VerifyOptions) -> Self {
         stack_crypto::jwt::install_ring_provider();
-        Self { keys, options }
+        Self {
+            keys,
+            options,
+            memo: None,
+        }
+    }
+
+    /// Remembers up to `capacity` verified tokens (by digest) so that the
+    /// same token presented again is not parsed and signature-checked
+    /// again: only its time claims are (`exp`, `nbf`, `iat` against the
+    /// `now` of that call). Revocation is not the verifier's business and
+    /// stays the caller's check on every presentation. Clones share the
+    /// memo; [`PassportVerifier::replace_keys`] empties it.
+    #[must_use]
+    pub fn with_memo(mut self, capacity: usize) -> Self {
+        self.memo = Some(Arc::new(Memo::new(capacity)));
+        self
+    }
+
+    /// How many verified tokens the memo holds (0 without one).
+    pub fn memo_len(&self) -> usize {
+        self.memo.as_ref().map_or(0, |m| m.len())
     }
 
     pub fn keys(&self) -> &VerificationKeys {
@@ -118,6 +198,9 @@ impl PassportVerifier {
     /// Swaps the key set (after a JWKS refresh or a rotation).
     pub fn replace_keys(&mut self, keys: VerificationKeys) {
         self.keys = keys;
+        if let Some(memo) = &mut self.memo {
+            *memo = Arc::new(Memo::new(memo.capacity));
+        }
     }
 
     pub fn options(&self) -> &VerifyOptions {
@@ -151,6 +234,29 @@ impl PassportVerifier {
     }
 
     fn verify_with(
+        &self,
+        token: &str,
+        now: Timestamp,
+        grace_secs: Option<i64>,
+    ) -> Result<PassportClaims, VerifyError> {
+        let Some(memo) = &self.memo else {
+            return self.verify_fully(token, now, grace_secs);
+        };
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(VerifyError::TooLarge);
+        }
+        let digest = stack_crypto::sha256(token.as_bytes());
+        if let Some(claims) = memo.get(&digest) {
+            self.check_time(&claims, now, grace_secs)?;
+            return Ok(PassportClaims::clone(&claims));
+        }
+        let claims = self.verify_fully(token, now, grace_secs)?;
+        memo.put(digest, Arc::new(claims.clone()), now.as_secs());
+        Ok(claims)
+    }
+
+    /// Every check, from the token's bytes.
+    fn verify_fully(
         &self,
         token: &str,
         now: Timestamp,

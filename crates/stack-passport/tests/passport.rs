@@ -679,6 +679,69 @@ fn expiry_leeway_and_refresh_grace() {
 }
 
 #[test]
+fn the_memo_rechecks_time_only_and_is_emptied_with_the_keys() {
+    let s = signer(1);
+    let other = signer(9);
+    let v = verifier_for(&[&s]).with_memo(2);
+    let token = s.sign(&claims()).unwrap();
+    let exp = NOW + 900;
+    // Not remembered while not valid; remembered once every check passed.
+    let mut future = claims();
+    future.nbf = Some(NOW + 100);
+    let early = s.sign(&future).unwrap();
+    assert_eq!(
+        v.verify(&early, at(NOW)),
+        Err(VerifyError::NotYetValid { nbf: NOW + 100 })
+    );
+    assert_eq!(v.memo_len(), 0);
+    assert_eq!(v.verify(&token, at(NOW)).unwrap(), claims());
+    assert_eq!(v.memo_len(), 1);
+    // A remembered token is still held to the clock of each call.
+    assert_eq!(v.verify(&token, at(NOW + 10)).unwrap(), claims());
+    assert_eq!(
+        v.verify(&token, at(exp + 30)),
+        Err(VerifyError::Expired { exp })
+    );
+    assert!(
+        v.verify_allowing_expired(&token, at(exp + 60), 3600)
+            .is_ok()
+    );
+    // Other bytes are other tokens: a forged signature is still refused.
+    let mut forged = token.clone();
+    forged.pop();
+    forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert!(v.verify(&forged, at(NOW)).is_err());
+    assert_eq!(v.memo_len(), 1);
+    // Bounded: a full memo drops what has expired, then everything.
+    let mut c2 = claims();
+    c2.jti = "pp_second".into();
+    let t2 = s.sign(&c2).unwrap();
+    assert!(v.verify(&t2, at(NOW)).is_ok());
+    assert_eq!(v.memo_len(), 2);
+    let mut c3 = claims();
+    c3.jti = "pp_third".into();
+    let t3 = s.sign(&c3).unwrap();
+    assert!(v.verify(&t3, at(NOW)).is_ok());
+    assert_eq!(v.memo_len(), 1);
+    // Clones share it; a new key set empties it, and a token whose key is
+    // gone is refused even though it was remembered.
+    let mut rotated = v.clone();
+    assert_eq!(rotated.memo_len(), 1);
+    let mut keys = VerificationKeys::new();
+    keys.insert(other.kid().to_owned(), other.public_key());
+    rotated.replace_keys(keys);
+    assert_eq!(rotated.memo_len(), 0);
+    assert!(matches!(
+        rotated.verify(&t3, at(NOW)),
+        Err(VerifyError::UnknownKey(_))
+    ));
+    assert_eq!(v.verify(&t3, at(NOW)).unwrap().jti, "pp_third");
+    // Oversized input is refused before it is hashed.
+    let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
+    assert_eq!(v.verify(&huge, at(NOW)), Err(VerifyError::TooLarge));
+}
+
+#[test]
 fn aud_may_be_an_array_containing_ours() {
     let (k, _) = key(1);
     let s = signer(1);

@@ -380,6 +380,81 @@ async fn execute_batch_raw(
     Ok(changed)
 }
 
+/// Per-connection (`TEMP`) table whose only purpose is to fail a batch:
+/// a row other than `ok = 1` violates its CHECK.
+const SQLITE_GUARD_TABLE: &str =
+    "CREATE TEMP TABLE IF NOT EXISTS stack_write_guard (ok INTEGER NOT NULL CHECK (ok = 1))";
+
+/// A statement that fails (CHECK violation on `stack_write_guard`) unless
+/// the statement just before it changed exactly one row; placed after a
+/// guarded update in a [`sqlite_one_shot`] batch.
+fn sqlite_guard() -> Statement {
+    Statement::from_string(
+        DatabaseBackend::Sqlite,
+        "INSERT INTO temp.stack_write_guard (ok) SELECT changes() WHERE changes() <> 1",
+    )
+}
+
+/// A failed [`sqlite_one_shot`] that lost to another writer: a guard
+/// fired, or the remembered head's successor `seq` already exists.
+fn is_stale_head(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => matches!(
+            db.kind(),
+            sqlx::error::ErrorKind::UniqueViolation | sqlx::error::ErrorKind::CheckViolation
+        ),
+        _ => false,
+    }
+}
+
+/// Runs `writes` as one SQLite transaction in a single hand-off to the
+/// writer connection's worker thread: `BEGIN IMMEDIATE`, the writes in
+/// order, `COMMIT`, as one `;`-separated batch (each statement binds its own
+/// `?` parameters in turn). The first failing statement stops the batch;
+/// the transaction is then rolled back on the same connection before the
+/// connection goes back to the pool (closed instead, should that fail).
+/// It runs in a task of its own, so a caller that gives up waiting (a
+/// client that disconnects) can neither leave the transaction half done
+/// nor lose a write that was about to commit. `writer` must be SQLite.
+async fn sqlite_one_shot(
+    writer: &DatabaseConnection,
+    writes: Vec<Statement>,
+) -> std::result::Result<(), sqlx::Error> {
+    let mut sql = String::with_capacity(1024);
+    sql.push_str(SQLITE_GUARD_TABLE);
+    sql.push_str(";\nBEGIN IMMEDIATE;\n");
+    let mut values = Vec::new();
+    for w in writes {
+        sql.push_str(&w.sql);
+        sql.push_str(";\n");
+        values.extend(w.values.map(|v| v.0).unwrap_or_default());
+    }
+    sql.push_str("COMMIT");
+    let pool = writer.get_sqlite_connection_pool().clone();
+    tokio::spawn(async move {
+        let mut conn = pool.acquire().await?;
+        let done = sqlx::query_with(
+            sqlx::AssertSqlSafe(sql.as_str()),
+            sea_query_sqlx::SqlxValues(sea_orm::Values(values)),
+        )
+        .execute(&mut *conn)
+        .await;
+        if done.is_err()
+            && sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK"))
+                .execute(&mut *conn)
+                .await
+                .is_err()
+        {
+            // Failed before `BEGIN`, or the connection is unusable: either
+            // way it must not be reused with a transaction possibly open.
+            conn.close_on_drop();
+        }
+        done.map(|_| ())
+    })
+    .await
+    .map_err(|_| sqlx::Error::WorkerCrashed)?
+}
+
 async fn commit(txn: DatabaseTransaction) -> Result<()> {
     txn.commit().await.map_err(db_err)
 }
@@ -683,5 +758,102 @@ pub mod scratch {
             Some(q) => format!("{base}/{name}?{q}"),
             None => format!("{base}/{name}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    async fn scratch() -> (tempfile::TempDir, Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DbConfig::Sqlite {
+            path: dir.path().join("stack.db"),
+        })
+        .await
+        .unwrap();
+        db.writer
+            .execute_unprepared("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+            .await
+            .unwrap();
+        (dir, db)
+    }
+
+    fn sql(s: &str) -> Statement {
+        Statement::from_string(DatabaseBackend::Sqlite, s)
+    }
+
+    fn insert(k: &str, n: i64) -> Statement {
+        Statement::from_sql_and_values(
+            DatabaseBackend::Sqlite,
+            "INSERT INTO t (k, n) VALUES (?, ?)",
+            [k.into(), n.into()],
+        )
+    }
+
+    async fn rows(db: &Db) -> Vec<(String, i64)> {
+        let q = sql("SELECT k, n FROM t ORDER BY k");
+        db.writer
+            .query_all_raw(q)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.try_get("", "k").unwrap(), r.try_get("", "n").unwrap()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_one_shot_batch_commits_all_or_nothing_and_leaves_no_transaction_open() {
+        let (_dir, db) = scratch().await;
+        // Parameters bind statement by statement.
+        sqlite_one_shot(&db.writer, vec![insert("a", 1), insert("b", 2)])
+            .await
+            .unwrap();
+        assert_eq!(rows(&db).await, [("a".into(), 1), ("b".into(), 2)]);
+
+        // A guarded update that changes nothing fails the batch at its guard;
+        // the write before it is rolled back.
+        let stale = vec![
+            insert("c", 3),
+            sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 99"),
+            sqlite_guard(),
+            insert("d", 4),
+        ];
+        let e = sqlite_one_shot(&db.writer, stale).await.unwrap_err();
+        assert!(is_stale_head(&e), "{e}");
+        assert_eq!(rows(&db).await.len(), 2);
+
+        // The guard passes when the update changed its row.
+        let fresh = vec![
+            sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 2"),
+            sqlite_guard(),
+            insert("c", 3),
+        ];
+        sqlite_one_shot(&db.writer, fresh).await.unwrap();
+        assert_eq!(
+            rows(&db).await,
+            [("a".into(), 1), ("b".into(), 20), ("c".into(), 3)]
+        );
+
+        // A unique violation is "stale" too; any other failure is not, and
+        // neither leaves the transaction open on the (single) writer
+        // connection: the next batches and a sea-orm transaction work.
+        let e = sqlite_one_shot(&db.writer, vec![insert("e", 5), insert("a", 9)])
+            .await
+            .unwrap_err();
+        assert!(is_stale_head(&e), "{e}");
+        let e = sqlite_one_shot(&db.writer, vec![insert("e", 5), sql("SELECT nope FROM t")])
+            .await
+            .unwrap_err();
+        assert!(!is_stale_head(&e), "{e}");
+        sqlite_one_shot(&db.writer, vec![insert("e", 5)])
+            .await
+            .unwrap();
+        let txn = db.write_txn().await.unwrap();
+        txn.execute_raw(insert("f", 6)).await.unwrap();
+        commit(txn).await.unwrap();
+        assert_eq!(rows(&db).await.len(), 5);
     }
 }

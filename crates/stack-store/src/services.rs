@@ -526,50 +526,37 @@ impl Db {
         done: Option<&ProxyOperation>,
     ) -> Result<bool> {
         let backend = self.backend;
+        // SQLite after the remembered head: the whole transaction in one
+        // hand-off to the writer connection's thread.
+        if let (Some(head), DatabaseBackend::Sqlite) = (remembered, backend) {
+            let (entry, mut writes) = append_after(backend, operator_id, head, audit, true);
+            // `writes` = [insert the entry, move the head (guarded)]: the
+            // guard right after the head move fails the batch unless it
+            // changed its row.
+            writes.push(crate::sqlite_guard());
+            writes.extend(call_writes(backend, operator_id, meter, done)?);
+            return match crate::sqlite_one_shot(&self.writer, writes).await {
+                Ok(()) => {
+                    self.heads.put(operator_id, head_of(&entry));
+                    Ok(true)
+                }
+                Err(e) => {
+                    self.heads.forget(operator_id);
+                    if crate::is_stale_head(&e) {
+                        Ok(false)
+                    } else {
+                        tracing::error!(error = %e, "database error");
+                        Err(Error::internal("database error"))
+                    }
+                }
+            };
+        }
         let txn = self.write_txn().await?;
         let (entry, mut writes) = match remembered {
             Some(head) => append_after(backend, operator_id, head, audit, true),
             None => append_writes(&txn, operator_id, audit).await?,
         };
-        if let Some((meter, period)) = meter {
-            writes.push(
-                usage_meter::Entity::insert(usage_meter::ActiveModel {
-                    operator_id: Set(operator_id.to_owned()),
-                    meter: Set(meter.to_owned()),
-                    period: Set(period.to_owned()),
-                    count: Set(1),
-                })
-                .on_conflict(
-                    OnConflict::columns([
-                        usage_meter::Column::OperatorId,
-                        usage_meter::Column::Meter,
-                        usage_meter::Column::Period,
-                    ])
-                    .value(
-                        usage_meter::Column::Count,
-                        sea_orm::sea_query::ExprTrait::add(
-                            Expr::col((usage_meter::Entity, usage_meter::Column::Count)),
-                            1,
-                        ),
-                    )
-                    .to_owned(),
-                )
-                .build(backend),
-            );
-        }
-        if let Some(op) = done {
-            writes.push(
-                proxy_operation::Entity::update_many()
-                    .col_expr(
-                        proxy_operation::Column::State,
-                        Expr::value(op.state.clone()),
-                    )
-                    .col_expr(proxy_operation::Column::Doc, Expr::value(to_doc(op)?))
-                    .filter(proxy_operation::Column::OperatorId.eq(op.operator_id.as_str()))
-                    .filter(proxy_operation::Column::RequestId.eq(op.request_id.as_str()))
-                    .build(backend),
-            );
-        }
+        writes.extend(call_writes(backend, operator_id, meter, done)?);
         // Every write changes exactly one row when the head was current.
         let expected = u64::try_from(writes.len()).unwrap_or(u64::MAX);
         let stale = match execute_batch_raw(&txn, writes).await {
@@ -591,17 +578,69 @@ impl Db {
             return Err(e);
         }
         if backend == DatabaseBackend::Sqlite {
-            self.heads.put(
-                operator_id,
-                ChainHead {
-                    seq: entry.seq,
-                    hash: entry.entry_hash,
-                    timestamp: entry.timestamp,
-                },
-            );
+            self.heads.put(operator_id, head_of(&entry));
         }
         Ok(true)
     }
+}
+
+fn head_of(entry: &stack_audit::AuditEntry) -> ChainHead {
+    ChainHead {
+        seq: entry.seq,
+        hash: entry.entry_hash.clone(),
+        timestamp: entry.timestamp,
+    }
+}
+
+/// A recorded call's writes besides its audit entry: the meter moves by
+/// one, and a claimed at-most-once operation gets its outcome.
+fn call_writes(
+    backend: DatabaseBackend,
+    operator_id: &str,
+    meter: Option<(&str, &str)>,
+    done: Option<&ProxyOperation>,
+) -> Result<Vec<Statement>> {
+    let mut writes = Vec::with_capacity(2);
+    if let Some((meter, period)) = meter {
+        writes.push(
+            usage_meter::Entity::insert(usage_meter::ActiveModel {
+                operator_id: Set(operator_id.to_owned()),
+                meter: Set(meter.to_owned()),
+                period: Set(period.to_owned()),
+                count: Set(1),
+            })
+            .on_conflict(
+                OnConflict::columns([
+                    usage_meter::Column::OperatorId,
+                    usage_meter::Column::Meter,
+                    usage_meter::Column::Period,
+                ])
+                .value(
+                    usage_meter::Column::Count,
+                    sea_orm::sea_query::ExprTrait::add(
+                        Expr::col((usage_meter::Entity, usage_meter::Column::Count)),
+                        1,
+                    ),
+                )
+                .to_owned(),
+            )
+            .build(backend),
+        );
+    }
+    if let Some(op) = done {
+        writes.push(
+            proxy_operation::Entity::update_many()
+                .col_expr(
+                    proxy_operation::Column::State,
+                    Expr::value(op.state.clone()),
+                )
+                .col_expr(proxy_operation::Column::Doc, Expr::value(to_doc(op)?))
+                .filter(proxy_operation::Column::OperatorId.eq(op.operator_id.as_str()))
+                .filter(proxy_operation::Column::RequestId.eq(op.request_id.as_str()))
+                .build(backend),
+        );
+    }
+    Ok(writes)
 }
 
 /// `service_oauth_apps`: an operator's OAuth client per catalog service.

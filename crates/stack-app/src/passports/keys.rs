@@ -57,6 +57,11 @@ impl std::fmt::Debug for KeyRing {
     }
 }
 
+/// Verified passports remembered per key set (by digest), so a token
+/// presented again skips the parse and the Ed25519 check; expiry and the
+/// revocation index are still checked on every presentation.
+const VERIFIED_TOKEN_MEMO: usize = 8_192;
+
 /// Reloads of the key table triggered by unknown kids happen at most this often.
 const RELOAD_INTERVAL_MS: i64 = 5_000;
 
@@ -136,7 +141,10 @@ impl KeyRing {
             None => None,
         };
         s.signer = signer;
-        s.verifier = Arc::new(PassportVerifier::new(keys, self.options.clone()));
+        // A new key set starts with an empty memo of verified tokens.
+        s.verifier = Arc::new(
+            PassportVerifier::new(keys, self.options.clone()).with_memo(VERIFIED_TOKEN_MEMO),
+        );
         s.last_reload_ms = now.as_millis();
         Ok(())
     }
