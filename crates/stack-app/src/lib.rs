@@ -110,9 +110,14 @@ pub struct PassportRuntime {
     pub(crate) node_id: String,
 }
 
-/// The application: ports plus configuration. Cheap to clone.
+/// The application: ports plus configuration. Cheap to clone (one
+/// reference count): the HTTP layer clones it into every request's handler
+/// and middleware.
 #[derive(Clone)]
-pub struct App {
+pub struct App(Arc<AppShared>);
+
+/// What every clone of an [`App`] shares; reached through `App` only.
+pub struct AppShared {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     rng: Arc<dyn RandomSource>,
@@ -138,6 +143,14 @@ impl std::fmt::Debug for App {
     }
 }
 
+impl std::ops::Deref for App {
+    type Target = AppShared;
+
+    fn deref(&self) -> &AppShared {
+        &self.0
+    }
+}
+
 impl App {
     pub fn new(
         store: Arc<dyn Store>,
@@ -158,7 +171,7 @@ impl App {
             bus: std::sync::RwLock::new(None),
             node_id: config.node_id.clone(),
         });
-        Self {
+        Self(Arc::new(AppShared {
             store,
             clock,
             rng,
@@ -172,7 +185,7 @@ impl App {
             proxy_in_flight: Arc::new(proxy::InFlight::default()),
             passport_records: Arc::new(proxy::PassportRecords::default()),
             compiled_constraints: Arc::new(proxy::CompiledConstraints::default()),
-        }
+        }))
     }
 
     /// The sink a revocation bus delivers into (this node's index).
