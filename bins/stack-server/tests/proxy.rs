@@ -192,6 +192,29 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
     let (_, usage) = call(Method::GET, s.url("/v1/proxy/usage"), Some(&k), None).await;
     assert_eq!(usage["used"], 4, "{usage}");
 
+    // A client that gives up while the upstream is still answering: the
+    // call went out, so it is still recorded (entry and meter unit).
+    let gave_up = client()
+        .post(s.url("/v1/proxy"))
+        .bearer_auth(&k)
+        .header("x-passport-token", &token)
+        .timeout(std::time::Duration::from_millis(200))
+        .json(&json!({"service": "custom", "url": format!("{base}/v1/slow")}))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client was meant to time out");
+    let mut used = Value::Null;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let (_, usage) = call(Method::GET, s.url("/v1/proxy/usage"), Some(&k), None).await;
+        used = usage["used"].clone();
+        if used == 5 {
+            break;
+        }
+    }
+    assert_eq!(used, 5, "the abandoned call was not recorded");
+    assert_eq!(seen.len(), 5);
+
     // A passport revoked between two calls is refused at once.
     let (_, _) = call(
         Method::POST,
@@ -213,7 +236,7 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
         (401, Some("PASSPORT_REVOKED")),
         "{r}"
     );
-    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.len(), 5);
 
     // Every decision is audited, allowed or denied; the secret is in none.
     let log = client()
@@ -240,7 +263,13 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
     );
     assert_eq!(
         proxied.iter().filter(|e| e["outcome"] == "success").count(),
-        4
+        5
+    );
+    assert!(
+        proxied
+            .iter()
+            .any(|e| e["details"]["upstream_status"] == 200 && e["outcome"] == "success"),
+        "{proxied:?}"
     );
     let (_, v) = call(Method::GET, s.url("/v1/audit/verify-chain"), Some(&k), None).await;
     assert_eq!(v["ok"], true);

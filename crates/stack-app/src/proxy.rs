@@ -514,7 +514,7 @@ impl App {
         // The meter itself moves in the transaction that records the call.
         let (tier, used) = quota.ok_or_else(|| Error::unauthorized("unknown operator"))?;
         let limit = self.config.proxy.quotas.for_tier(&tier);
-        let Some(_reservation) =
+        let Some(reservation) =
             self.proxy_in_flight
                 .reserve(&caller.operator_id, &period, used, limit)
         else {
@@ -606,97 +606,31 @@ impl App {
                     .join("&"),
             );
         }
-        // An OAuth connection's token refused with 401 is refreshed once and the call retried.
-        let sent = self
-            .send_with_oauth_retry(
-                egress.as_ref(),
-                &caller.operator_id,
-                &connection,
-                Outbound {
-                    target,
-                    method: method.clone(),
-                    headers,
-                    body,
-                },
-            )
-            .await;
-        let elapsed = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        match sent {
-            Ok(inbound) => {
-                let body: Value = serde_json::from_slice(&inbound.body).unwrap_or_else(|_| {
-                    Value::String(String::from_utf8_lossy(&inbound.body).into_owned())
-                });
-                let mut response =
-                    json!({ "status": inbound.status, "headers": inbound.headers, "body": body });
-                let mut d = draft;
-                d.duration_ms = Some(elapsed);
-                if let Value::Object(m) = &mut d.details {
-                    m.insert("upstream_status".into(), json!(inbound.status));
-                }
-                // Response scanning per grant: annotate, or withhold a
-                // critical answer in block mode.
-                let mut withheld = None;
-                if response_scan != ResponseScan::Off {
-                    let (summary, critical) = self
-                        .scan_response(
-                            &caller.operator_id,
-                            &record.agent_id,
-                            &record.jti,
-                            &connection,
-                            &inbound.body,
-                        )
-                        .await?;
-                    if let Value::Object(m) = &mut d.details {
-                        m.insert("response_scan".into(), summary.clone());
-                    }
-                    if critical && response_scan == ResponseScan::Block {
-                        let e = response_blocked(&summary);
-                        d.outcome = Outcome::Blocked;
-                        d.error_code = Some(e.code.as_str().into());
-                        d.error_message = Some(e.message.clone());
-                        withheld = Some(e);
-                    } else if let Value::Object(m) = &mut response {
-                        m.insert("scan".into(), summary);
-                    }
-                }
-                let audit = self.audit(d)?;
-                let done = claimed.as_ref().map(|op| {
-                    let (state, stored, error) = match &withheld {
-                        Some(e) => (
-                            "response_blocked",
-                            None,
-                            Some(
-                                json!({ "code": e.code.as_str(), "message": e.message, "details": e.details }),
-                            ),
-                        ),
-                        None => ("response_received", Some(response.clone()), None),
-                    };
-                    self.finished(op, state, stored, error)
-                });
-                self.record_sent_call(&caller.operator_id, audit, &period, done)
-                    .await?;
-                withheld.map_or(Ok(response), Err)
-            }
-            Err(e) => {
-                let done = claimed.as_ref().map(|op| {
-                    self.finished(
-                        op,
-                        "failed",
-                        None,
-                        Some(json!({ "code": e.code.as_str(), "message": e.message })),
-                    )
-                });
-                let mut d = draft;
-                d.duration_ms = Some(elapsed);
-                d.outcome = Outcome::Failure;
-                d.error_code = Some(e.code.as_str().into());
-                d.error_message = Some(e.message.clone());
-                let audit = self.audit(d)?;
-                self.record_sent_call(&caller.operator_id, audit, &period, done)
-                    .await?;
-                Err(e)
-            }
-        }
+        // From here the call goes out. Sending it and recording what came
+        // back run in a task of their own: a client that disconnects can
+        // cancel neither a request the upstream may already be acting on
+        // nor the audit entry and meter unit of a call that went out.
+        let call = SentCall {
+            operator_id: caller.operator_id.clone(),
+            record: Arc::clone(&record),
+            connection,
+            outbound: Outbound {
+                target,
+                method: method.clone(),
+                headers,
+                body,
+            },
+            draft,
+            period,
+            claimed,
+            response_scan,
+            started,
+            _reservation: reservation,
+        };
+        let app = self.clone();
+        tokio::spawn(async move { app.send_and_record(egress, call).await })
+            .await
+            .map_err(|_| Error::internal("the proxied call's task failed"))?
     }
 
     /// The live passport a proxy call acts under: `X-Passport-Token`, or the
@@ -784,33 +718,6 @@ impl App {
             now_ms,
         );
         Ok(record)
-    }
-
-    /// Records a call that reached the upstream (audit entry, meter,
-    /// operation outcome) in a task of its own: once the upstream has been
-    /// called, its record must not be dropped half way because the client
-    /// stopped waiting for the answer.
-    async fn record_sent_call(
-        &self,
-        operator_id: &str,
-        audit: NewAudit,
-        period: &str,
-        done: Option<ProxyOperation>,
-    ) -> Result<()> {
-        let store = Arc::clone(&self.store);
-        let (operator_id, period) = (operator_id.to_owned(), period.to_owned());
-        tokio::spawn(async move {
-            store
-                .record_call(
-                    &operator_id,
-                    audit,
-                    Some((PROXY_METER, &period)),
-                    done.as_ref(),
-                )
-                .await
-        })
-        .await
-        .map_err(|_| Error::internal("recording the call failed"))?
     }
 
     /// A claimed operation with its outcome.
@@ -964,6 +871,135 @@ impl App {
             edits,
             response_scan,
         })
+    }
+}
+
+/// A call past every check, on its way out.
+struct SentCall {
+    operator_id: String,
+    record: Arc<crate::passports::PassportRecord>,
+    connection: String,
+    outbound: Outbound,
+    draft: stack_audit::AuditDraft,
+    period: String,
+    claimed: Option<ProxyOperation>,
+    response_scan: ResponseScan,
+    started: std::time::Instant,
+    /// Keeps the call's place in the quota until it is recorded.
+    _reservation: Reservation,
+}
+
+impl App {
+    /// Sends a call that passed every check and records what came back:
+    /// one audit entry (upstream status, duration, response scan), the
+    /// meter unit and the at-most-once outcome, committed together before
+    /// the answer is returned.
+    async fn send_and_record(self, egress: Arc<dyn EgressPort>, call: SentCall) -> Result<Value> {
+        let SentCall {
+            operator_id,
+            record,
+            connection,
+            outbound,
+            draft,
+            period,
+            claimed,
+            response_scan,
+            started,
+            _reservation,
+        } = call;
+        // An OAuth connection's token refused with 401 is refreshed once and the call retried.
+        let sent = self
+            .send_with_oauth_retry(egress.as_ref(), &operator_id, &connection, outbound)
+            .await;
+        let elapsed = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        match sent {
+            Ok(inbound) => {
+                let body: Value = serde_json::from_slice(&inbound.body).unwrap_or_else(|_| {
+                    Value::String(String::from_utf8_lossy(&inbound.body).into_owned())
+                });
+                let mut response =
+                    json!({ "status": inbound.status, "headers": inbound.headers, "body": body });
+                let mut d = draft;
+                d.duration_ms = Some(elapsed);
+                if let Value::Object(m) = &mut d.details {
+                    m.insert("upstream_status".into(), json!(inbound.status));
+                }
+                // Response scanning per grant: annotate, or withhold a
+                // critical answer in block mode.
+                let mut withheld = None;
+                if response_scan != ResponseScan::Off {
+                    let (summary, critical) = self
+                        .scan_response(
+                            &operator_id,
+                            &record.agent_id,
+                            &record.jti,
+                            &connection,
+                            &inbound.body,
+                        )
+                        .await?;
+                    if let Value::Object(m) = &mut d.details {
+                        m.insert("response_scan".into(), summary.clone());
+                    }
+                    if critical && response_scan == ResponseScan::Block {
+                        let e = response_blocked(&summary);
+                        d.outcome = Outcome::Blocked;
+                        d.error_code = Some(e.code.as_str().into());
+                        d.error_message = Some(e.message.clone());
+                        withheld = Some(e);
+                    } else if let Value::Object(m) = &mut response {
+                        m.insert("scan".into(), summary);
+                    }
+                }
+                let audit = self.audit(d)?;
+                let done = claimed.as_ref().map(|op| {
+                    let (state, stored, error) = match &withheld {
+                        Some(e) => (
+                            "response_blocked",
+                            None,
+                            Some(
+                                json!({ "code": e.code.as_str(), "message": e.message, "details": e.details }),
+                            ),
+                        ),
+                        None => ("response_received", Some(response.clone()), None),
+                    };
+                    self.finished(op, state, stored, error)
+                });
+                self.store
+                    .record_call(
+                        &operator_id,
+                        audit,
+                        Some((PROXY_METER, &period)),
+                        done.as_ref(),
+                    )
+                    .await?;
+                withheld.map_or(Ok(response), Err)
+            }
+            Err(e) => {
+                let done = claimed.as_ref().map(|op| {
+                    self.finished(
+                        op,
+                        "failed",
+                        None,
+                        Some(json!({ "code": e.code.as_str(), "message": e.message })),
+                    )
+                });
+                let mut d = draft;
+                d.duration_ms = Some(elapsed);
+                d.outcome = Outcome::Failure;
+                d.error_code = Some(e.code.as_str().into());
+                d.error_message = Some(e.message.clone());
+                let audit = self.audit(d)?;
+                self.store
+                    .record_call(
+                        &operator_id,
+                        audit,
+                        Some((PROXY_METER, &period)),
+                        done.as_ref(),
+                    )
+                    .await?;
+                Err(e)
+            }
+        }
     }
 }
 

@@ -233,7 +233,8 @@ impl Seen {
 /// The local upstream: records every request and answers
 /// `{ok, path, method}`, without echoing the credential, except on
 /// `/v1/redirect` (302 to `https://evil.example/steal`), `/v1/fail` (502)
-/// and `/v1/poisoned` (a prompt injection in a 200 answer).
+/// and `/v1/poisoned` (a prompt injection in a 200 answer); `/v1/slow`
+/// answers after 800 ms.
 async fn upstream(
     State(seen): State<Seen>,
     method: HttpMethod,
@@ -250,6 +251,9 @@ async fn upstream(
         "method": method.as_str(), "path": uri.path(), "query": uri.query(),
         "authorization": auth, "body": String::from_utf8_lossy(&body),
     }));
+    if uri.path() == "/v1/slow" {
+        tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    }
     match uri.path() {
         "/v1/redirect" => (
             StatusCode::FOUND,
