@@ -912,7 +912,7 @@ impl App {
             .send_with_oauth_retry(egress.as_ref(), &operator_id, &connection, outbound)
             .await;
         let elapsed = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-        match sent {
+        let (audit, done, answer) = match sent {
             Ok(inbound) => {
                 let body: Value = serde_json::from_slice(&inbound.body).unwrap_or_else(|_| {
                     Value::String(String::from_utf8_lossy(&inbound.body).into_owned())
@@ -964,15 +964,7 @@ impl App {
                     };
                     self.finished(op, state, stored, error)
                 });
-                self.store
-                    .record_call(
-                        &operator_id,
-                        audit,
-                        Some((PROXY_METER, &period)),
-                        done.as_ref(),
-                    )
-                    .await?;
-                withheld.map_or(Ok(response), Err)
+                (audit, done, withheld.map_or(Ok(response), Err))
             }
             Err(e) => {
                 let done = claimed.as_ref().map(|op| {
@@ -988,18 +980,18 @@ impl App {
                 d.outcome = Outcome::Failure;
                 d.error_code = Some(e.code.as_str().into());
                 d.error_message = Some(e.message.clone());
-                let audit = self.audit(d)?;
-                self.store
-                    .record_call(
-                        &operator_id,
-                        audit,
-                        Some((PROXY_METER, &period)),
-                        done.as_ref(),
-                    )
-                    .await?;
-                Err(e)
+                (self.audit(d)?, done, Err(e))
             }
-        }
+        };
+        self.store
+            .record_call(
+                &operator_id,
+                audit,
+                Some((PROXY_METER, &period)),
+                done.as_ref(),
+            )
+            .await?;
+        answer
     }
 }
 
