@@ -403,3 +403,144 @@ both_backends!(
     responses_are_scanned_per_grant,
     responses_are_scanned_per_grant_body
 );
+
+/// A response scan that fails (the operator's scanner cannot be loaded, or the
+/// security event of a critical verdict cannot be stored) still leaves the
+/// call recorded, since it went out: block mode fails closed, annotate mode
+/// passes the answer with what happened. Faults are injected in the real
+/// database under the running server.
+async fn a_failed_response_scan_still_records_the_call_body(data: &Data) {
+    let (port, seen) = start_upstream().await;
+    let s = start_proxy_server(data, &["api.upstream.test"]);
+    let k = s.key();
+    let base = format!("http://api.upstream.test:{port}");
+    let (_, conn) = call(
+        Method::POST,
+        s.url("/v1/services/custom"),
+        Some(&k),
+        Some(json!({"name": "mail", "credential": SECRET, "base_url": base})),
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for mode in ["annotate", "block"] {
+        let (_, agent) = call(
+            Method::POST,
+            s.url("/v1/agents/register"),
+            Some(&k),
+            Some(json!({"name": format!("reader-{mode}"), "accountability_mode": "standard"})),
+        )
+        .await;
+        let (st, g) = call(
+            Method::POST,
+            s.url("/v1/services/grant"),
+            Some(&k),
+            Some(
+                json!({"agent_id": agent["id"], "service_connection_id": conn["id"],
+                "scopes": ["read"], "response_scan": mode}),
+            ),
+        )
+        .await;
+        assert_eq!(st, 201, "{g}");
+        let (_, pp) = call(
+            Method::POST,
+            s.url("/v1/passports/issue"),
+            Some(&k),
+            Some(json!({"agent_id": agent["id"]})),
+        )
+        .await;
+        tokens.push(pp["token"].as_str().unwrap().to_owned());
+    }
+    let poisoned = json!({"service": "custom", "url": format!("{base}/v1/poisoned")});
+
+    // 1. No scanner: its configuration table is gone.
+    let moved = "ALTER TABLE detector_configs RENAME TO detector_configs_moved";
+    data.execute_sql(moved, moved).await;
+    let (st, r) = proxy(&s, &k, &tokens[0], poisoned.clone(), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert!(r["scan"]["verdict"].is_null(), "{r}");
+    assert_eq!(r["scan"]["error"]["code"], "INTERNAL_ERROR", "{r}");
+    assert!(!r.to_string().contains("detector_configs"), "{r}");
+    let (st, r) = proxy(&s, &k, &tokens[1], poisoned.clone(), None).await;
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (502, Some("RESPONSE_BLOCKED")),
+        "{r}"
+    );
+    assert!(
+        !r.to_string().contains("id_rsa"),
+        "the unscanned body leaked: {r}"
+    );
+    let back = "ALTER TABLE detector_configs_moved RENAME TO detector_configs";
+    data.execute_sql(back, back).await;
+
+    // 2. A verdict whose security event cannot be stored.
+    data.execute_sql(
+        "CREATE TRIGGER refuse_events BEFORE INSERT ON security_events \
+         BEGIN SELECT RAISE(ABORT, 'injected fault'); END",
+        "CREATE FUNCTION refuse_events() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN RAISE EXCEPTION 'injected fault'; END $$; \
+         CREATE TRIGGER refuse_events BEFORE INSERT ON security_events \
+         FOR EACH ROW EXECUTE FUNCTION refuse_events()",
+    )
+    .await;
+    let (st, r) = proxy(&s, &k, &tokens[0], poisoned.clone(), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["scan"]["verdict"], "critical", "{r}");
+    assert!(r["scan"]["security_event_error"].is_string(), "{r}");
+    assert!(r["scan"].get("security_event_id").is_none(), "{r}");
+    let (st, r) = proxy(&s, &k, &tokens[1], poisoned.clone(), None).await;
+    assert_eq!(
+        (
+            st,
+            r["error"]["code"].as_str(),
+            r["error"]["details"]["scan"]["verdict"].as_str()
+        ),
+        (502, Some("RESPONSE_BLOCKED"), Some("critical")),
+        "{r}"
+    );
+
+    // Four calls went out; all four are metered and audited with their scan.
+    assert_eq!(seen.len(), 4);
+    let (_, usage) = call(Method::GET, s.url("/v1/proxy/usage"), Some(&k), None).await;
+    assert_eq!(usage["used"], 4, "{usage}");
+    let log = client()
+        .get(s.url("/v1/audit/export?format=ndjson"))
+        .bearer_auth(&k)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let proxied: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["action"] == "credential.proxy")
+        .collect();
+    let outcomes: Vec<(&str, &Value)> = proxied
+        .iter()
+        .map(|e| {
+            (
+                e["outcome"].as_str().unwrap(),
+                &e["details"]["response_scan"]["verdict"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            ("success", &Value::Null),
+            ("blocked", &Value::Null),
+            ("success", &json!("critical")),
+            ("blocked", &json!("critical")),
+        ],
+        "{proxied:?}"
+    );
+    let (_, v) = call(Method::GET, s.url("/v1/audit/verify-chain"), Some(&k), None).await;
+    assert_eq!(v["ok"], true);
+    s.stop();
+}
+both_backends!(
+    a_failed_response_scan_still_records_the_call,
+    a_failed_response_scan_still_records_the_call_body
+);

@@ -355,6 +355,15 @@ fn replay(existing: ProxyOperation, digest: &str) -> Result<Value> {
 
 /// The error for an upstream answer withheld by response scanning; the
 /// body never reaches the caller, the scan summary does.
+/// Block mode without a verdict: the answer is withheld (fail closed).
+fn response_unscanned(summary: &Value) -> Error {
+    Error::new(
+        ErrorCode::ResponseBlocked,
+        "the upstream answered, and its response was withheld: the grant blocks on the content scan, which could not run",
+    )
+    .with_details(json!({ "scan": summary }))
+}
+
 fn response_blocked(summary: &Value) -> Error {
     Error::new(
         ErrorCode::ResponseBlocked,
@@ -928,7 +937,7 @@ impl App {
                 // critical answer in block mode.
                 let mut withheld = None;
                 if response_scan != ResponseScan::Off {
-                    let (summary, critical) = self
+                    let scanned = self
                         .scan_response(
                             &operator_id,
                             &record.agent_id,
@@ -936,12 +945,38 @@ impl App {
                             &connection,
                             &inbound.body,
                         )
-                        .await?;
+                        .await;
+                    // The call went out, so it is recorded whatever became
+                    // of the scan. Without a verdict, block mode fails
+                    // closed (the unscanned answer is withheld) and
+                    // annotate mode passes the answer with the error.
+                    let (summary, withhold) = match scanned {
+                        Ok((summary, critical)) => {
+                            let withhold = (critical && response_scan == ResponseScan::Block)
+                                .then(|| response_blocked(&summary));
+                            (summary, withhold)
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                operator_id,
+                                connection_id = connection.as_str(),
+                                code = e.code.as_str(),
+                                "could not scan an upstream response"
+                            );
+                            let summary = json!({
+                                "verdict": null,
+                                // The code only: an internal error's text is not the caller's.
+                                "error": { "code": e.code.as_str(), "message": "the response could not be scanned" },
+                            });
+                            let withhold = (response_scan == ResponseScan::Block)
+                                .then(|| response_unscanned(&summary));
+                            (summary, withhold)
+                        }
+                    };
                     if let Value::Object(m) = &mut d.details {
                         m.insert("response_scan".into(), summary.clone());
                     }
-                    if critical && response_scan == ResponseScan::Block {
-                        let e = response_blocked(&summary);
+                    if let Some(e) = withhold {
                         d.outcome = Outcome::Blocked;
                         d.error_code = Some(e.code.as_str().into());
                         d.error_message = Some(e.message.clone());

@@ -970,7 +970,10 @@ impl App {
     /// scanning). Not metered against the scan allowance. Returns the
     /// summary added to the proxy's answer (no excerpts: the caller gets the
     /// body itself unless it is withheld) and whether it is critical; a
-    /// critical verdict raises a `prompt_injection` security event.
+    /// critical verdict raises a `prompt_injection` security event (when
+    /// that event cannot be stored, the summary says so in
+    /// `security_event_error` and the verdict is still returned). Fails only
+    /// when there is no verdict (the operator's scanner could not be loaded).
     pub(crate) async fn scan_response(
         &self,
         operator_id: &str,
@@ -1013,9 +1016,24 @@ impl App {
                         "payload_hash": stack_crypto::sha256_hex(body),
                     }),
                 )
-                .await?;
+                .await;
+            // The verdict stands even when its event cannot be stored: the
+            // caller still blocks or annotates on it, and the proxy's audit
+            // entry carries the summary with the failure.
+            let (key, value) = match event {
+                Ok(event) => ("security_event_id", json!(event.id)),
+                Err(e) => {
+                    tracing::warn!(
+                        operator_id,
+                        connection_id,
+                        code = e.code.as_str(),
+                        "could not store the security event of a critical response scan"
+                    );
+                    ("security_event_error", json!(e.code.as_str()))
+                }
+            };
             if let Value::Object(m) = &mut summary {
-                m.insert("security_event_id".into(), json!(event.id));
+                m.insert(key.into(), value);
             }
         }
         Ok((summary, critical))

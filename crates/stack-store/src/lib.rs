@@ -731,6 +731,13 @@ pub mod scratch {
             .map_err(|e| Error::internal(e.to_string()))
     }
 
+    /// Runs `sql` (one or more statements, no results) on the database at
+    /// `url`, SQLite or PostgreSQL: for tests that change a live database
+    /// under a running server (e.g. to inject a storage fault).
+    pub async fn execute(url: &str, sql: &str) -> Result<()> {
+        admin(url, sql.to_owned()).await
+    }
+
     /// Creates database `name` and returns a URL for it.
     pub async fn create(admin_url: &str, name: &str) -> Result<String> {
         let name = checked(name)?;

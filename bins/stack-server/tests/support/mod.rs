@@ -58,6 +58,25 @@ impl Data {
         Some(Self { _dir: dir, env, pg })
     }
 
+    /// Runs SQL on the server's database while it runs: `sqlite` on the
+    /// embedded file, `postgres` on the scratch database.
+    #[allow(dead_code)] // used by some test binaries only
+    pub async fn execute_sql(&self, sqlite: &str, postgres: &str) {
+        let (url, sql) = match &self.pg {
+            Some((admin, name)) => (stack_store::scratch::url_for(admin, name), postgres),
+            None => {
+                let dir = self
+                    .env
+                    .iter()
+                    .find(|(k, _)| k == "STACK_DATA_DIR")
+                    .map(|(_, v)| v.clone())
+                    .unwrap();
+                (format!("sqlite://{dir}/stack.db?mode=rw"), sqlite)
+            }
+        };
+        stack_store::scratch::execute(&url, sql).await.unwrap();
+    }
+
     pub async fn cleanup(self) {
         if let Some((admin, name)) = &self.pg {
             stack_store::scratch::drop(admin, name).await.unwrap();
