@@ -504,4 +504,37 @@ async fn main() {
             "added p99, STACK / max(nginx, {FLOOR_US} µs) at {rate} req/s: {r:.1}× (target ≤ 2×)"
         );
     }
+    if backend == "SQLite" {
+        let (p50, p99) = fdatasync_floor(&data, 2000);
+        println!(
+            "floor of the durable append alone: fdatasync of a 300-byte append in the data directory, p50 {}, p99 {} (2000 appends)",
+            ms(p50),
+            ms(p99)
+        );
+    }
+}
+
+/// Latency of appending 300 bytes to a file in `dir` and waiting for
+/// `fdatasync`, what every durable commit of the SQLite WAL pays at least:
+/// p50 and p99 in µs.
+fn fdatasync_floor(dir: &Path, n: usize) -> (u64, u64) {
+    use std::io::Write;
+    let path = dir.join("fsync-probe.bin");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
+    let mut us: Vec<u64> = (0..n)
+        .map(|_| {
+            f.write_all(&[b'x'; 300]).unwrap();
+            let t = Instant::now();
+            f.sync_data().unwrap();
+            u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX)
+        })
+        .collect();
+    drop(f);
+    let _ = std::fs::remove_file(&path);
+    us.sort_unstable();
+    (us[n / 2], us[n * 99 / 100])
 }
