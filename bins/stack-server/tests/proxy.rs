@@ -436,7 +436,7 @@ async fn a_failed_response_scan_still_records_the_call_body(data: &Data) {
             Some(&k),
             Some(
                 json!({"agent_id": agent["id"], "service_connection_id": conn["id"],
-                "scopes": ["read"], "response_scan": mode}),
+                "scopes": ["read", "write"], "response_scan": mode}),
             ),
         )
         .await;
@@ -460,16 +460,37 @@ async fn a_failed_response_scan_still_records_the_call_body(data: &Data) {
     assert!(r["scan"]["verdict"].is_null(), "{r}");
     assert_eq!(r["scan"]["error"]["code"], "INTERNAL_ERROR", "{r}");
     assert!(!r.to_string().contains("detector_configs"), "{r}");
-    let (st, r) = proxy(&s, &k, &tokens[1], poisoned.clone(), None).await;
-    assert_eq!(
-        (st, r["error"]["code"].as_str()),
-        (502, Some("RESPONSE_BLOCKED")),
-        "{r}"
-    );
-    assert!(
-        !r.to_string().contains("id_rsa"),
-        "the unscanned body leaked: {r}"
-    );
+    // Block mode fails closed, also on a retry under the same request id
+    // (which is not sent again).
+    let post = json!({"service": "custom", "method": "POST",
+        "url": format!("{base}/v1/poisoned"), "body": {"q": 1}});
+    for _ in 0..2 {
+        let (st, r) = proxy(
+            &s,
+            &k,
+            &tokens[1],
+            post.clone(),
+            Some("op_unscanned_0123456789abc"),
+        )
+        .await;
+        assert_eq!(
+            (st, r["error"]["code"].as_str()),
+            (502, Some("RESPONSE_BLOCKED")),
+            "{r}"
+        );
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("could not run"),
+            "{r}"
+        );
+        assert!(
+            !r.to_string().contains("id_rsa"),
+            "the unscanned body leaked: {r}"
+        );
+    }
+    assert_eq!(seen.len(), 2, "the retry was sent again");
     let back = "ALTER TABLE detector_configs_moved RENAME TO detector_configs";
     data.execute_sql(back, back).await;
 

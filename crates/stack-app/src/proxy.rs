@@ -338,14 +338,19 @@ fn replay(existing: ProxyOperation, digest: &str) -> Result<Value> {
     match (existing.state.as_str(), existing.response) {
         ("response_received", Some(r)) => Ok(r),
         // The retry of a withheld answer is withheld again.
-        ("response_blocked", _) => Err(response_blocked(
-            existing
-                .error
-                .as_ref()
-                .and_then(|e| e.get("details"))
-                .and_then(|d| d.get("scan"))
-                .unwrap_or(&Value::Null),
-        )),
+        ("response_blocked", _) => {
+            let error = existing.error.as_ref();
+            Err(response_withheld(
+                error
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or(WITHHELD_INJECTION),
+                error
+                    .and_then(|e| e.get("details"))
+                    .and_then(|d| d.get("scan"))
+                    .unwrap_or(&Value::Null),
+            ))
+        }
         _ => Err(Error::conflict(
             "this request's outcome is unknown (it was dispatched and did not complete); it is not sent twice",
         )
@@ -353,23 +358,15 @@ fn replay(existing: ProxyOperation, digest: &str) -> Result<Value> {
     }
 }
 
+/// Why an answer is withheld: the scan found an injection.
+const WITHHELD_INJECTION: &str = "the upstream answered, and its response was withheld: the content scan found a prompt injection";
+/// Why an answer is withheld: block mode and no verdict (fail closed).
+const WITHHELD_UNSCANNED: &str = "the upstream answered, and its response was withheld: the grant blocks on the content scan, which could not run";
+
 /// The error for an upstream answer withheld by response scanning; the
 /// body never reaches the caller, the scan summary does.
-/// Block mode without a verdict: the answer is withheld (fail closed).
-fn response_unscanned(summary: &Value) -> Error {
-    Error::new(
-        ErrorCode::ResponseBlocked,
-        "the upstream answered, and its response was withheld: the grant blocks on the content scan, which could not run",
-    )
-    .with_details(json!({ "scan": summary }))
-}
-
-fn response_blocked(summary: &Value) -> Error {
-    Error::new(
-        ErrorCode::ResponseBlocked,
-        "the upstream answered, and its response was withheld: the content scan found a prompt injection",
-    )
-    .with_details(json!({ "scan": summary }))
+fn response_withheld(message: &str, summary: &Value) -> Error {
+    Error::new(ErrorCode::ResponseBlocked, message).with_details(json!({ "scan": summary }))
 }
 
 /// What `decide` allows: the connection, the checked target, how the
@@ -953,7 +950,7 @@ impl App {
                     let (summary, withhold) = match scanned {
                         Ok((summary, critical)) => {
                             let withhold = (critical && response_scan == ResponseScan::Block)
-                                .then(|| response_blocked(&summary));
+                                .then(|| response_withheld(WITHHELD_INJECTION, &summary));
                             (summary, withhold)
                         }
                         Err(e) => {
@@ -961,6 +958,7 @@ impl App {
                                 operator_id,
                                 connection_id = connection.as_str(),
                                 code = e.code.as_str(),
+                                error = %e.message,
                                 "could not scan an upstream response"
                             );
                             let summary = json!({
@@ -969,7 +967,7 @@ impl App {
                                 "error": { "code": e.code.as_str(), "message": "the response could not be scanned" },
                             });
                             let withhold = (response_scan == ResponseScan::Block)
-                                .then(|| response_unscanned(&summary));
+                                .then(|| response_withheld(WITHHELD_UNSCANNED, &summary));
                             (summary, withhold)
                         }
                     };
