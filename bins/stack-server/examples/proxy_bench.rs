@@ -405,6 +405,10 @@ async fn main() {
         ("STACK_CONFIG", cfg.display().to_string()),
         ("STACK_LOG", "warn,stack_server=info".to_owned()),
     ];
+    // The server's Tokio worker count, to compare runtime settings.
+    if let Ok(n) = std::env::var("STACK_BENCH_SERVER_WORKERS") {
+        env.push(("STACK_WORKER_THREADS", n));
+    }
     let backend = match std::env::var("STACK_BENCH_DATABASE_URL") {
         Ok(url) if !url.is_empty() => {
             env.push(("STACK_DATABASE_URL", url));

@@ -23,10 +23,18 @@ use tower_http::trace::TraceLayer;
 
 use crate::config::{Bus, Cli, Command, Config, KeysCommand, OperatorsCommand};
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    match run(cli).await {
+    // The configuration decides the runtime's size, so it is read first.
+    let started = Config::resolve(&cli.opts).and_then(|config| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
+            .enable_all()
+            .build()
+            .context("starting the Tokio runtime")?;
+        runtime.block_on(run(cli, config))
+    });
+    match started {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "stack-server failed");
@@ -36,8 +44,7 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::resolve(&cli.opts)?;
+async fn run(cli: Cli, config: Config) -> anyhow::Result<()> {
     init_logging(&config)?;
     let db = open_database(&config).await?;
     let command = cli.command.unwrap_or(Command::Serve);

@@ -494,3 +494,23 @@ both_backends!(
     audit_records_every_change_with_export_formats,
     audit_records_every_change_with_export_formats_body
 );
+
+/// `STACK_WORKER_THREADS` is checked before anything starts.
+#[test]
+fn an_out_of_range_worker_count_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["0", "2000", "many"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_stack-server"))
+            .env("STACK_DATA_DIR", dir.path())
+            .env("STACK_WORKER_THREADS", bad)
+            .env("STACK_LISTEN", "127.0.0.1:0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{bad} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("STACK_WORKER_THREADS") || err.contains("worker_threads"),
+            "{bad}: {err}"
+        );
+    }
+}
