@@ -484,15 +484,7 @@ async fn approvals_bind_and_gate_enforced_calls_body(data: &Data) {
     );
 
     // Every step is in the audit chain, which still verifies.
-    let log = client()
-        .get(s.url("/v1/audit/export?format=ndjson"))
-        .bearer_auth(&f.key)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = audit_ndjson(&s, &f.key).await;
     assert!(!log.contains(SECRET));
     let actions: Vec<String> = log
         .lines()

@@ -844,15 +844,7 @@ async fn oauth_connect_refresh_and_verify_body(data: &Data) {
 
     // No token, secret, verifier or code in any response, the audit export
     // or the security events.
-    let export = client()
-        .get(s.url("/v1/audit/export?format=ndjson"))
-        .bearer_auth(&k)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let export = audit_ndjson(&s, &k).await;
     assert!(
         export.contains("service.oauth_refresh"),
         "refreshes are audited"

@@ -239,15 +239,7 @@ async fn the_proxy_injects_checks_and_audits_body(data: &Data) {
     assert_eq!(seen.len(), 5);
 
     // Every decision is audited, allowed or denied; the secret is in none.
-    let log = client()
-        .get(s.url("/v1/audit/export?format=ndjson"))
-        .bearer_auth(&k)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = audit_ndjson(&s, &k).await;
     assert!(!log.contains(SECRET));
     let entries: Vec<Value> = log
         .lines()
@@ -280,6 +272,49 @@ both_backends!(
     the_proxy_injects_checks_and_audits_body
 );
 
+/// A custom connection to `base` and, per response-scan mode, an agent
+/// granted read and write on it in that mode, with a passport: the
+/// connection and the passports, in the order of `modes`.
+async fn scanned_readers(s: &Server, k: &str, base: &str, modes: &[&str]) -> (Value, Vec<String>) {
+    let (_, conn) = call(
+        Method::POST,
+        s.url("/v1/services/custom"),
+        Some(k),
+        Some(json!({"name": "mail", "credential": SECRET, "base_url": base})),
+    )
+    .await;
+    let mut tokens = Vec::new();
+    for mode in modes {
+        let (_, agent) = call(
+            Method::POST,
+            s.url("/v1/agents/register"),
+            Some(k),
+            Some(json!({"name": format!("reader-{mode}"), "accountability_mode": "standard"})),
+        )
+        .await;
+        let (st, g) = call(
+            Method::POST,
+            s.url("/v1/services/grant"),
+            Some(k),
+            Some(
+                json!({"agent_id": agent["id"], "service_connection_id": conn["id"],
+                "scopes": ["read", "write"], "response_scan": mode}),
+            ),
+        )
+        .await;
+        assert_eq!((st, g["response_scan"].as_str()), (201, Some(*mode)), "{g}");
+        let (_, pp) = call(
+            Method::POST,
+            s.url("/v1/passports/issue"),
+            Some(k),
+            Some(json!({"agent_id": agent["id"]})),
+        )
+        .await;
+        tokens.push(pp["token"].as_str().unwrap().to_owned());
+    }
+    (conn, tokens)
+}
+
 /// Response scanning per grant: `annotate` adds the verdict, `block` withholds
 /// a critical answer (also on a retry) and raises a security event.
 async fn responses_are_scanned_per_grant_body(data: &Data) {
@@ -287,42 +322,7 @@ async fn responses_are_scanned_per_grant_body(data: &Data) {
     let s = start_proxy_server(data, &["api.upstream.test"]);
     let k = s.key();
     let base = format!("http://api.upstream.test:{port}");
-    let (_, conn) = call(
-        Method::POST,
-        s.url("/v1/services/custom"),
-        Some(&k),
-        Some(json!({"name": "mail", "credential": SECRET, "base_url": base})),
-    )
-    .await;
-    let mut tokens = Vec::new();
-    for mode in ["off", "annotate", "block"] {
-        let (_, agent) = call(
-            Method::POST,
-            s.url("/v1/agents/register"),
-            Some(&k),
-            Some(json!({"name": format!("reader-{mode}"), "accountability_mode": "standard"})),
-        )
-        .await;
-        let (st, g) = call(
-            Method::POST,
-            s.url("/v1/services/grant"),
-            Some(&k),
-            Some(
-                json!({"agent_id": agent["id"], "service_connection_id": conn["id"],
-                "scopes": ["read", "write"], "response_scan": mode}),
-            ),
-        )
-        .await;
-        assert_eq!((st, g["response_scan"].as_str()), (201, Some(mode)), "{g}");
-        let (_, pp) = call(
-            Method::POST,
-            s.url("/v1/passports/issue"),
-            Some(&k),
-            Some(json!({"agent_id": agent["id"]})),
-        )
-        .await;
-        tokens.push(pp["token"].as_str().unwrap().to_owned());
-    }
+    let (conn, tokens) = scanned_readers(&s, &k, &base, &["off", "annotate", "block"]).await;
     let (st, bad) = call(
         Method::POST,
         s.url("/v1/services/grant"),
@@ -414,42 +414,7 @@ async fn a_failed_response_scan_still_records_the_call_body(data: &Data) {
     let s = start_proxy_server(data, &["api.upstream.test"]);
     let k = s.key();
     let base = format!("http://api.upstream.test:{port}");
-    let (_, conn) = call(
-        Method::POST,
-        s.url("/v1/services/custom"),
-        Some(&k),
-        Some(json!({"name": "mail", "credential": SECRET, "base_url": base})),
-    )
-    .await;
-    let mut tokens = Vec::new();
-    for mode in ["annotate", "block"] {
-        let (_, agent) = call(
-            Method::POST,
-            s.url("/v1/agents/register"),
-            Some(&k),
-            Some(json!({"name": format!("reader-{mode}"), "accountability_mode": "standard"})),
-        )
-        .await;
-        let (st, g) = call(
-            Method::POST,
-            s.url("/v1/services/grant"),
-            Some(&k),
-            Some(
-                json!({"agent_id": agent["id"], "service_connection_id": conn["id"],
-                "scopes": ["read", "write"], "response_scan": mode}),
-            ),
-        )
-        .await;
-        assert_eq!(st, 201, "{g}");
-        let (_, pp) = call(
-            Method::POST,
-            s.url("/v1/passports/issue"),
-            Some(&k),
-            Some(json!({"agent_id": agent["id"]})),
-        )
-        .await;
-        tokens.push(pp["token"].as_str().unwrap().to_owned());
-    }
+    let (_, tokens) = scanned_readers(&s, &k, &base, &["annotate", "block"]).await;
     let poisoned = json!({"service": "custom", "url": format!("{base}/v1/poisoned")});
 
     // 1. No scanner: its configuration table is gone.
@@ -524,15 +489,7 @@ async fn a_failed_response_scan_still_records_the_call_body(data: &Data) {
     assert_eq!(seen.len(), 4);
     let (_, usage) = call(Method::GET, s.url("/v1/proxy/usage"), Some(&k), None).await;
     assert_eq!(usage["used"], 4, "{usage}");
-    let log = client()
-        .get(s.url("/v1/audit/export?format=ndjson"))
-        .bearer_auth(&k)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = audit_ndjson(&s, &k).await;
     let proxied: Vec<Value> = log
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())

@@ -203,13 +203,7 @@ async fn connections_grants_and_credentials_body(data: &Data) {
     assert_eq!(other_list, json!([]));
 
     // The secret is in no audit entry; the retrieval is.
-    let r = client()
-        .get(s.url("/v1/audit/export?format=ndjson"))
-        .bearer_auth(&k)
-        .send()
-        .await
-        .unwrap();
-    let log = r.text().await.unwrap();
+    let log = audit_ndjson(&s, &k).await;
     assert!(
         !log.contains(SECRET),
         "the secret leaked into the audit log"

@@ -233,6 +233,21 @@ pub async fn call(
     )
 }
 
+/// The operator's whole audit log as exported (`format=ndjson`): the raw
+/// text, to check what is not in it, one entry per line.
+#[allow(dead_code)] // used by some test binaries only
+pub async fn audit_ndjson(s: &Server, key: &str) -> String {
+    client()
+        .get(s.url("/v1/audit/export?format=ndjson"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// What the local upstream received, one JSON object a request: `method`,
 /// `path`, `query`, `authorization` and `body` (as text).
 #[derive(Clone, Default)]
