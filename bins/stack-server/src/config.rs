@@ -352,7 +352,8 @@ impl Config {
 /// statements run on sqlx's own per-connection threads beside the workers:
 /// with a worker for every core as well, each call's hand-offs wake a
 /// parked worker on the other core (measured on 2 cores: one worker cuts the
-/// proxy's CPU per call and its added p99 by ≈ 20 %; `docs/benchmarks.md`).
+/// proxy's CPU per call by ≈ 20 % and its added median by ≈ 12 %;
+/// `docs/benchmarks.md`, proxy round 4).
 fn default_worker_threads(sqlite: bool) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     if sqlite {
