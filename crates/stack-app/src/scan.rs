@@ -1027,6 +1027,7 @@ impl App {
                         operator_id,
                         connection_id,
                         code = e.code.as_str(),
+                        error = %e.message,
                         "could not store the security event of a critical response scan"
                     );
                     ("security_event_error", json!(e.code.as_str()))
