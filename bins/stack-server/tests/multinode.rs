@@ -3,7 +3,8 @@
 //! `STACK_BUS=redis` when a Redis server is reachable). A passport issued on
 //! node A is accepted on node B; once revoked on A, B refuses it; and a node
 //! that was down during a revocation refuses the passport as soon as it is
-//! back.
+//! back. A connection disconnected on A stops B's proxy from using what it
+//! kept of it (the same bus carries changes of grants and connections).
 //!
 //! Needs `STACK_TEST_POSTGRES_URL` (skipped with a note otherwise); Redis is
 //! `STACK_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
@@ -152,15 +153,118 @@ async fn await_refused(node: &Node, token: &str, what: &str) -> Duration {
     }
 }
 
+/// The proxy's upstream host in these tests (resolved to 127.0.0.1).
+const UPSTREAM_HOST: &str = "api.multinode.test";
+
+/// How long a change of grants or connections may take to reach the other
+/// node's proxy here: well under the 5 s after which a node stops using
+/// what it kept anyway, so passing shows the bus carried the change.
+const ACCESS_BOUND: Duration = Duration::from_millis(2_500);
+
+/// A proxied GET through `node`: (status, body).
+async fn proxy_get(node: &Node, key: &str, token: &str, url: &str) -> (u16, Value) {
+    let r = support::client()
+        .post(node.url("/v1/proxy"))
+        .bearer_auth(key)
+        .header("x-passport-token", token)
+        .json(&json!({ "service": "custom", "method": "GET", "url": url }))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A connection and grant made on A, used through B's proxy (so B keeps
+/// them), then disconnected on A: B refuses the next calls within
+/// [`ACCESS_BOUND`] and sends nothing more upstream. Returns how long it took.
+async fn access_follows_changes(a: &Node, b: &Node, key: &str) -> Duration {
+    let (port, seen) = support::start_upstream().await;
+    let base = format!("http://{UPSTREAM_HOST}:{port}");
+    let (st, conn) = call(
+        Method::POST,
+        a.url("/v1/services/custom"),
+        key,
+        Some(json!({ "name": "multinode", "credential": "multinode_secret_0123456789", "base_url": base })),
+    )
+    .await;
+    assert_eq!(st, 201, "{conn}");
+    let cid = conn["id"].as_str().unwrap();
+    let (st, agent) = call(
+        Method::POST,
+        a.url("/v1/agents/register"),
+        key,
+        Some(json!({ "name": "multinode-proxy", "accountability_mode": "standard" })),
+    )
+    .await;
+    assert_eq!(st, 201, "{agent}");
+    let (st, g) = call(
+        Method::POST,
+        a.url("/v1/services/grant"),
+        key,
+        Some(json!({ "agent_id": agent["id"], "service_connection_id": cid, "scopes": ["read"] })),
+    )
+    .await;
+    assert_eq!(st, 201, "{g}");
+    let (st, pp) = call(
+        Method::POST,
+        a.url("/v1/passports/issue"),
+        key,
+        Some(json!({ "agent_id": agent["id"] })),
+    )
+    .await;
+    assert_eq!(st, 201, "{pp}");
+    let token = pp["token"].as_str().unwrap();
+    let url = format!("{base}/v1/items");
+    for _ in 0..3 {
+        let (st, r) = proxy_get(b, key, token, &url).await;
+        assert_eq!((st, &r["status"]), (200, &json!(200)), "{r}");
+    }
+    assert_eq!(seen.len(), 3);
+
+    let (st, body) = call(
+        Method::DELETE,
+        a.url(&format!("/v1/services/{cid}/disconnect")),
+        key,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200, "{body}");
+    let start = Instant::now();
+    let took = loop {
+        let (st, r) = proxy_get(b, key, token, &url).await;
+        if st != 200 {
+            assert_eq!(
+                (st, &r["error"]["code"]),
+                (403, &json!("SCOPE_DENIED")),
+                "{r}"
+            );
+            break start.elapsed();
+        }
+        assert!(
+            start.elapsed() < ACCESS_BOUND,
+            "B's proxy still used a connection disconnected on A {ACCESS_BOUND:?} later"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let sent = seen.len();
+    let (st, _) = proxy_get(b, key, token, &url).await;
+    assert_eq!(st, 403);
+    assert_eq!(seen.len(), sent, "a refused call reached the upstream");
+    took
+}
+
 async fn two_nodes(bus: &str) {
     let Ok(admin) = std::env::var("STACK_TEST_POSTGRES_URL") else {
         eprintln!("STACK_TEST_POSTGRES_URL not set: skipping the two-node {bus} test");
         return;
     };
-    let mut env = vec![
-        ("STACK_BUS".to_owned(), bus.to_owned()),
-        ("STACK_MASTER_KEY".to_owned(), master_key()),
-    ];
+    let mut env = support::proxy_env(
+        &[
+            ("STACK_BUS".to_owned(), bus.to_owned()),
+            ("STACK_MASTER_KEY".to_owned(), master_key()),
+        ],
+        &[UPSTREAM_HOST],
+    );
     if bus == "redis" {
         let url = redis_url();
         if !redis_reachable(&url) {
@@ -223,6 +327,10 @@ async fn two_nodes(bus: &str) {
     assert_eq!(use_passport(&a, &token2).await.0, 200);
     revoke(&b, &key, &jti2).await;
     await_refused(&a, &token2, "revoked on B, used on A").await;
+
+    // What B's proxy keeps of grants and connections follows a change on A.
+    let took = access_follows_changes(&a, &b, &key).await;
+    eprintln!("[{bus}] disconnect on A refused by B's proxy after {took:?}");
 
     // B is down while A revokes: once back, B refuses at once (catch-up).
     let (jti3, token3) = issue(&a, &key, "multinode-three").await;

@@ -272,6 +272,93 @@ both_backends!(
     the_proxy_injects_checks_and_audits_body
 );
 
+/// What the proxy keeps of grants and connections between calls never
+/// outlives a change on the same node: a new grant applies to the next
+/// call, a disconnect refuses it.
+async fn changes_to_grants_and_connections_apply_at_once_body(data: &Data) {
+    let (port, seen) = start_upstream().await;
+    let s = start_proxy_server(data, &["api.upstream.test"]);
+    let k = s.key();
+    let base = format!("http://api.upstream.test:{port}");
+    let (st, conn) = call(
+        Method::POST,
+        s.url("/v1/services/custom"),
+        Some(&k),
+        Some(json!({"name": "kept", "credential": SECRET, "base_url": base})),
+    )
+    .await;
+    assert_eq!(st, 201, "{conn}");
+    let cid = conn["id"].as_str().unwrap().to_owned();
+    let (_, agent) = call(
+        Method::POST,
+        s.url("/v1/agents/register"),
+        Some(&k),
+        Some(json!({"name": "kept", "accountability_mode": "standard"})),
+    )
+    .await;
+    let aid = agent["id"].as_str().unwrap().to_owned();
+    let grant = |scan: &str| {
+        json!({"agent_id": aid, "service_connection_id": cid, "scopes": ["read"], "response_scan": scan})
+    };
+    let (st, g) = call(
+        Method::POST,
+        s.url("/v1/services/grant"),
+        Some(&k),
+        Some(grant("off")),
+    )
+    .await;
+    assert_eq!(st, 201, "{g}");
+    let (_, pp) = call(
+        Method::POST,
+        s.url("/v1/passports/issue"),
+        Some(&k),
+        Some(json!({"agent_id": aid})),
+    )
+    .await;
+    let token = pp["token"].as_str().unwrap().to_owned();
+    let get = json!({"service": "custom", "method": "GET", "url": format!("{base}/v1/orders")});
+    for _ in 0..2 {
+        let (st, r) = proxy(&s, &k, &token, get.clone(), None).await;
+        assert_eq!((st, &r["status"]), (200, &json!(200)), "{r}");
+        assert!(r.get("scan").is_none(), "{r}");
+    }
+
+    // A second grant on the connection that scans responses: the next call is scanned.
+    let (st, g) = call(
+        Method::POST,
+        s.url("/v1/services/grant"),
+        Some(&k),
+        Some(grant("annotate")),
+    )
+    .await;
+    assert_eq!(st, 201, "{g}");
+    let (st, r) = proxy(&s, &k, &token, get.clone(), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["scan"]["verdict"], "clean", "{r}");
+
+    // Disconnected: the next call is refused and nothing more goes upstream.
+    let (st, _) = call(
+        Method::DELETE,
+        s.url(&format!("/v1/services/{cid}/disconnect")),
+        Some(&k),
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let (st, r) = proxy(&s, &k, &token, get, None).await;
+    assert_eq!(
+        (st, r["error"]["code"].as_str()),
+        (403, Some("SCOPE_DENIED")),
+        "{r}"
+    );
+    assert_eq!(seen.len(), 3);
+    s.stop();
+}
+both_backends!(
+    changes_to_grants_and_connections_apply_at_once,
+    changes_to_grants_and_connections_apply_at_once_body
+);
+
 /// A custom connection to `base` and, per response-scan mode, an agent
 /// granted read and write on it in that mode, with a passport: the
 /// connection and the passports, in the order of `modes`.

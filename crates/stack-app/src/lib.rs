@@ -12,6 +12,7 @@
 //! randomness are ports ([`ports`]) implemented by adapters and passed in.
 #![forbid(unsafe_code)]
 
+mod access;
 pub mod agents;
 pub mod audit;
 pub mod auth;
@@ -135,6 +136,9 @@ pub struct AppShared {
     /// Passport records read by the proxy, until their tokens expire.
     passport_records: Arc<proxy::PassportRecords>,
     compiled_constraints: Arc<proxy::CompiledConstraints>,
+    /// What the proxy reads before a call (grants, connection, tier, meter),
+    /// kept on this node; owned by the revocation index, whose bus drops it.
+    access: Arc<access::AccessCache>,
 }
 
 impl std::fmt::Debug for App {
@@ -171,6 +175,7 @@ impl App {
             bus: std::sync::RwLock::new(None),
             node_id: config.node_id.clone(),
         });
+        let access = Arc::clone(passports.revocations.access());
         Self(Arc::new(AppShared {
             store,
             clock,
@@ -185,6 +190,7 @@ impl App {
             proxy_in_flight: Arc::new(proxy::InFlight::default()),
             passport_records: Arc::new(proxy::PassportRecords::default()),
             compiled_constraints: Arc::new(proxy::CompiledConstraints::default()),
+            access,
         }))
     }
 

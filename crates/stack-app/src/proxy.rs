@@ -449,8 +449,7 @@ impl App {
         let (period, _, _) = crate::scan::period_of(self.now());
         let (decided, quota) = match pick_grant(&record, &req) {
             Ok(grant) => {
-                let reads = self
-                    .store
+                let (reads, used) = self
                     .proxy_reads(ProxyReadsQuery {
                         operator_id: &record.operator_id,
                         agent_id: &record.agent_id,
@@ -460,9 +459,9 @@ impl App {
                     })
                     .await?;
                 // `None`: the operator is unknown.
-                let quota = reads.tier.clone().map(|tier| (tier, reads.used));
+                let quota = reads.tier.clone().map(|tier| (tier, used));
                 (
-                    self.decide(&record, grant, reads, &method, &req).await,
+                    self.decide(&record, grant, &reads, &method, &req).await,
                     quota,
                 )
             }
@@ -758,18 +757,55 @@ impl App {
         Ok(())
     }
 
+    /// What a call reads before it goes out (the operator's tier, the
+    /// agent's live grants on the connection, the connection and its sealed
+    /// secret) and the calls recorded on the meter: from what this node
+    /// keeps when it may (see `access.rs`), otherwise in one round trip to
+    /// the database, which is then kept.
+    async fn proxy_reads(&self, q: ProxyReadsQuery<'_>) -> Result<(Arc<ProxyReads>, u64)> {
+        let now_ms = self.now().as_millis();
+        // While the bus may be missing changes, nothing kept is trusted.
+        let in_sync = !self.passports.revocations.is_stale();
+        let kept = in_sync
+            .then(|| {
+                self.access
+                    .access(q.operator_id, q.agent_id, q.connection_id, now_ms)
+            })
+            .flatten();
+        let used = self.access.used(q.operator_id, q.period, now_ms);
+        let ticket = self.access.ticket(q.operator_id, q.period);
+        let key = (q.operator_id, q.agent_id, q.connection_id);
+        match (kept, used) {
+            (Some(reads), Some(used)) => Ok((reads, used)),
+            (Some(reads), None) => {
+                let used = self.store.usage(q.operator_id, q.meter, q.period).await?;
+                self.access
+                    .keep(ticket, key, q.period, None, used, self.now().as_millis());
+                Ok((reads, used))
+            }
+            (None, _) => {
+                let reads = Arc::new(self.store.proxy_reads(q).await?);
+                let used = reads.used;
+                let keep = (in_sync && !self.passports.revocations.is_stale()).then_some(&reads);
+                self.access
+                    .keep(ticket, key, q.period, keep, used, self.now().as_millis());
+                Ok((reads, used))
+            }
+        }
+    }
+
     /// The pure part: which connection, which target, may this call go out,
     /// and the credential edits to apply.
     async fn decide(
         &self,
         record: &crate::passports::PassportRecord,
         grant: &stack_passport::ServiceGrant,
-        reads: ProxyReads,
+        reads: &ProxyReads,
         method: &str,
         req: &ProxyRequest,
     ) -> Result<Decision> {
         // The grant must still be live (revoked grants end access at once).
-        let live = reads.live_grants;
+        let live = &reads.live_grants;
         if live.is_empty() {
             return Err(denied(
                 ErrorCode::ScopeDenied,
@@ -778,9 +814,10 @@ impl App {
         }
         let (connection, sealed) = reads
             .connection
+            .as_ref()
             .ok_or_else(|| Error::not_found("connection", &grant.connection_id))?;
         // Disconnected: SCOPE_DENIED; an OAuth connection whose refresh was refused: 409.
-        crate::services::oauth::check_usable(&connection)?;
+        crate::services::oauth::check_usable(connection)?;
         let needed = if matches!(method, "GET" | "HEAD" | "OPTIONS") {
             "read"
         } else {
@@ -852,9 +889,10 @@ impl App {
                 .with_details(json!({ "constraint": v.index, "path": v.path }))
         })?;
         let sealed = sealed
+            .as_deref()
             .ok_or_else(|| denied(ErrorCode::ScopeDenied, "the connection has no credential"))?;
         // OAuth: the access token only, refreshed first when it is about to expire.
-        let secret = self.usable_secret(&connection, &sealed).await?;
+        let secret = self.usable_secret(connection, sealed).await?;
         let credential = if secret.len() == 1 {
             match secret.into_values().next() {
                 Some(v) => Credential::Token(v),
@@ -1024,6 +1062,10 @@ impl App {
                 done.as_ref(),
             )
             .await?;
+        // Counted before the reservation is released (at the end of this
+        // function), so the call is never missing from both.
+        self.access
+            .count_call(&operator_id, &period, self.now().as_millis());
         answer
     }
 }

@@ -7,6 +7,10 @@
 //! applies it to its set. A node that may have missed messages (start-up, a
 //! dropped connection) is *stale* until it has reloaded the set from the
 //! database; while stale, passport checks consult the database directly.
+//!
+//! The same messages carry changes of grants and connections
+//! ([`RevocationEvent::access_changed`]), on which every node drops what it
+//! keeps of them for the proxy (see `access.rs`).
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -26,6 +30,11 @@ pub struct RevocationEvent {
     pub origin: String,
     /// When it was committed (epoch ms).
     pub at_ms: i64,
+    /// The operator's grants or connections changed: nodes drop what they
+    /// keep of them for the proxy (`jtis` is then usually empty). Absent
+    /// (false) in events of nodes that predate it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub access_changed: bool,
 }
 
 /// Publishes committed revocations to all nodes.

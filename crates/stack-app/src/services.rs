@@ -780,7 +780,7 @@ impl App {
                 .target("connection", &id)
                 .details(json!({ "service": c.service, "hosts": c.hosts, "scopes": c.scopes, "connected_via": via })),
         )?;
-        self.store.insert_connection(&c, &sealed, audit).await?;
+        self.insert_connection(&c, &sealed, audit).await?;
         Ok(connection_view(&c))
     }
 
@@ -813,8 +813,7 @@ impl App {
                     json!({ "service": c.service, "provider_revocation": provider_revocation }),
                 ),
         )?;
-        self.store
-            .disconnect(&p.operator_id, id, self.now(), audit)
+        self.disconnect(&p.operator_id, id, self.now(), audit)
             .await?;
         Ok(json!({ "id": id, "disconnected": true, "provider_revocation": provider_revocation }))
     }
@@ -869,7 +868,7 @@ impl App {
                 .target("grant", &g.id)
                 .details(json!({ "connection_id": c.id, "scopes": g.scopes, "constraints": g.constraints.len(), "response_scan": g.response_scan.as_str() })),
         )?;
-        self.store.insert_grant(&g, audit).await?;
+        self.insert_grant(&g, audit).await?;
         Ok(grant_view(&g))
     }
 
@@ -883,7 +882,6 @@ impl App {
                 .target("agent", agent_id),
         )?;
         let grants = self
-            .store
             .revoke_agent_grants(&p.operator_id, agent_id, self.now(), audit)
             .await?;
         let revoked = self

@@ -93,6 +93,7 @@ async fn run(name: &str, config: BusConfig, events: usize) -> anyhow::Result<Vec
             expires_at: 1_900_000_000,
             origin: format!("bench-{name}-a"),
             at_ms: 1_700_000_000_000,
+            access_changed: false,
         };
         let sent = Instant::now();
         a.publish(&event).await?;

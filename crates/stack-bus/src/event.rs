@@ -101,6 +101,7 @@ mod tests {
             expires_at: 1_900_000_000,
             origin: "node-a".into(),
             at_ms: 1_700_000_000_000,
+            access_changed: false,
         }
     }
 

@@ -13,7 +13,10 @@
 //!   part of the passport ids (see [`split_event`]).
 //! - [`BusConfig::Redis`]: pub/sub on channel [`REDIS_CHANNEL`].
 //!
-//! The payload is always the JSON of [`RevocationEvent`].
+//! The payload is always the JSON of [`RevocationEvent`]. The same events
+//! carry changes of an operator's grants and connections
+//! (`access_changed: true`, usually with no passport ids), on which each
+//! node drops what its proxy keeps of them.
 //!
 //! How a node stays correct: on every (re)connect the listener subscribes
 //! *first*, then calls [`RevocationSink::resync`] (which reloads from the

@@ -176,6 +176,7 @@ fn event(operator_id: &str, origin: &str, jtis: &[&str]) -> RevocationEvent {
         expires_at: 1_900_000_000,
         origin: origin.to_owned(),
         at_ms: 1_700_000_000_000,
+        access_changed: false,
     }
 }
 

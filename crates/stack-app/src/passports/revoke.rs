@@ -25,6 +25,9 @@ use crate::{App, NewAudit, Store, require};
 pub struct RevocationIndex {
     set: RwLock<RevocationSet>,
     stale: AtomicBool,
+    /// What the proxy keeps of grants and connections: dropped on the
+    /// bus's word, and whenever the index is stale or resyncs.
+    access: Arc<crate::access::AccessCache>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
 }
@@ -42,6 +45,7 @@ impl RevocationIndex {
         Self {
             set: RwLock::new(RevocationSet::default()),
             stale: AtomicBool::new(true),
+            access: Arc::default(),
             store,
             clock,
         }
@@ -53,6 +57,11 @@ impl RevocationIndex {
             return None;
         }
         self.set.read().ok().map(|s| s.contains(jti))
+    }
+
+    /// What the proxy keeps of grants and connections on this node.
+    pub(crate) fn access(&self) -> &Arc<crate::access::AccessCache> {
+        &self.access
     }
 
     pub fn is_stale(&self) -> bool {
@@ -80,10 +89,15 @@ impl RevocationIndex {
 impl RevocationSink for RevocationIndex {
     fn apply(&self, event: &RevocationEvent) {
         self.insert_all(event.jtis.iter().map(|j| (j.clone(), event.expires_at)));
+        if event.access_changed {
+            self.access.forget_access(Some(&event.operator_id));
+        }
     }
 
     fn mark_stale(&self) {
         self.stale.store(true, Ordering::Release);
+        // Changes may be missed from now on.
+        self.access.forget_access(None);
     }
 
     async fn resync(&self) -> Result<()> {
@@ -98,6 +112,9 @@ impl RevocationSink for RevocationIndex {
             s.prune(now);
         }
         self.stale.store(false, Ordering::Release);
+        // Nothing read before this point is kept: changes may have been
+        // missed until now.
+        self.access.forget_access(None);
         Ok(())
     }
 }
@@ -268,6 +285,7 @@ impl App {
                 .unwrap_or_default(),
             origin: self.passports.node_id.clone(),
             at_ms: self.now().as_millis(),
+            access_changed: false,
         };
         self.passports.revocations.apply(&event);
         let bus = self.passports.bus.read().ok().and_then(|b| b.clone());

@@ -849,7 +849,6 @@ impl App {
             let scopes = pending.scopes.clone();
             let slug = service.slug.clone();
             let changed = self
-                .store
                 .update_connection(
                     &pending.operator_id,
                     id,
@@ -923,7 +922,7 @@ impl App {
             "service": c.service, "hosts": c.hosts, "scopes": c.scopes, "connected_via": "oauth",
             "refreshable": c.oauth.as_ref().is_some_and(|o| o.has_refresh_token),
         })))?;
-        self.store.insert_connection(&c, &sealed, audit).await?;
+        self.insert_connection(&c, &sealed, audit).await?;
         Ok(json!({
             "connected": true, "connection_id": c.id, "service": c.service,
             "status": c.status, "connection": connection_view(&c),
@@ -1244,7 +1243,6 @@ impl App {
                 until: now.plus_millis(REFRESH_LEASE_MS),
             };
             let claimed = self
-                .store
                 .update_connection(
                     operator_id,
                     id,
@@ -1312,8 +1310,7 @@ impl App {
         let app = match self.open_app(&c.operator_id, &c.service).await {
             Ok(Some(app)) => app,
             other => {
-                self.store
-                    .update_connection(&c.operator_id, &c.id, release(lease_id.to_owned()))
+                self.update_connection(&c.operator_id, &c.id, release(lease_id.to_owned()))
                     .await?;
                 other?;
                 return Err(Error::new(
@@ -1371,7 +1368,6 @@ impl App {
                 let lease_id = lease_id.to_owned();
                 let scope = tokens.scope;
                 let stored = self
-                    .store
                     .update_connection(
                         &c.operator_id,
                         &c.id,
@@ -1421,31 +1417,28 @@ impl App {
                 d.error_message = Some(format!("the provider refused the refresh ({code})"));
                 let audit = self.audit(d)?;
                 let lease_id = lease_id.to_owned();
-                self.store
-                    .update_connection(
-                        &c.operator_id,
-                        &c.id,
-                        Box::new(move |cur: &Connection| {
-                            let lease = cur.oauth.as_ref().and_then(|o| o.lease.as_ref());
-                            if lease.is_some_and(|l| l.id != lease_id)
-                                || cur.status == "disconnected"
-                            {
-                                return Ok(None);
-                            }
-                            let mut next = cur.clone();
-                            next.status = "needs_reauth".into();
-                            next.updated_at = now;
-                            if let Some(o) = &mut next.oauth {
-                                o.lease = None;
-                            }
-                            Ok(Some(ConnectionUpdate {
-                                connection: next,
-                                sealed: None,
-                                audit: Some(audit),
-                            }))
-                        }),
-                    )
-                    .await?;
+                self.update_connection(
+                    &c.operator_id,
+                    &c.id,
+                    Box::new(move |cur: &Connection| {
+                        let lease = cur.oauth.as_ref().and_then(|o| o.lease.as_ref());
+                        if lease.is_some_and(|l| l.id != lease_id) || cur.status == "disconnected" {
+                            return Ok(None);
+                        }
+                        let mut next = cur.clone();
+                        next.status = "needs_reauth".into();
+                        next.updated_at = now;
+                        if let Some(o) = &mut next.oauth {
+                            o.lease = None;
+                        }
+                        Ok(Some(ConnectionUpdate {
+                            connection: next,
+                            sealed: None,
+                            audit: Some(audit),
+                        }))
+                    }),
+                )
+                .await?;
                 if let Err(e) = self
                     .raise_security_event(
                         &c.operator_id,
@@ -1469,8 +1462,7 @@ impl App {
                     .with_details(json!({ "reason": "connection_needs_reauth", "connection_id": c.id, "service": c.service, "error": code })))
             }
             Err(TokenFailure::Other(e)) => {
-                self.store
-                    .update_connection(&c.operator_id, &c.id, release(lease_id.to_owned()))
+                self.update_connection(&c.operator_id, &c.id, release(lease_id.to_owned()))
                     .await?;
                 Err(e)
             }

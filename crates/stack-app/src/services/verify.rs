@@ -254,7 +254,6 @@ impl App {
         }
         let audit = self.audit(draft)?;
         let stored = self
-            .store
             .update_connection(
                 &p.operator_id,
                 id,
