@@ -27,7 +27,8 @@
 //!
 //! Env: `STACK_SERVER_BIN` (default `target/release/stack-server`),
 //! `STACK_BENCH_NGINX` (default `nginx` on `PATH`; without it the nginx row
-//! is skipped), `STACK_BENCH_DATABASE_URL`.
+//! is skipped), `STACK_BENCH_DATABASE_URL`, `STACK_BENCH_SLOW_MS` (print each
+//! call slower than that, with where in its slice it was issued).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
@@ -324,8 +325,22 @@ async fn run_slice(
             (sent.elapsed().as_micros() as u64, r)
         }));
     }
-    for t in tasks {
+    // STACK_BENCH_SLOW_MS: print each call slower than that (where in the
+    // slice it was issued), to tell a stall from a spread.
+    let slow_us = std::env::var("STACK_BENCH_SLOW_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| ms * 1000);
+    for (i, t) in tasks.into_iter().enumerate() {
         let (us, r) = t.await.unwrap();
+        if slow_us.is_some_and(|limit| us > limit) {
+            eprintln!(
+                "slow: {} at {rate}/s, call {i} (issued +{:.0} ms into the slice): {}",
+                path.label(),
+                i as f64 * 1000.0 / f64::from(rate),
+                ms(us)
+            );
+        }
         match r {
             Ok(()) => into.lat.push(us),
             Err(e) => {
