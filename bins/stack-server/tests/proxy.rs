@@ -297,9 +297,7 @@ async fn changes_to_grants_and_connections_apply_at_once_body(data: &Data) {
     )
     .await;
     let aid = agent["id"].as_str().unwrap().to_owned();
-    let grant = |scan: &str| {
-        json!({"agent_id": aid, "service_connection_id": cid, "scopes": ["read"], "response_scan": scan})
-    };
+    let grant = |scan: &str| json!({"agent_id": aid, "service_connection_id": cid, "scopes": ["read"], "response_scan": scan});
     let (st, g) = call(
         Method::POST,
         s.url("/v1/services/grant"),
