@@ -8,10 +8,10 @@
 //!
 //! - **Access** (tier, live grants, connection), by (operator, agent,
 //!   connection). Every change to grants or connections is followed by
-//!   [`App::access_changed`], which drops all of it on this node before the
-//!   change is answered and publishes the change on the revocation bus,
-//!   where every other node drops its copy as the message arrives (as it
-//!   applies passport revocations). A read that raced a change is not kept
+//!   [`App::access_changed`], which drops the operator's entries on this
+//!   node before the change is answered and publishes the change on the
+//!   revocation bus, where every other node drops its copy as the message
+//!   arrives (as it applies passport revocations). A read that raced a change is not kept
 //!   (the generation moved). While the bus may be missing messages (this
 //!   node's revocation index is stale) nothing is served from here or
 //!   stored here, and a node that resyncs starts empty. An entry is also
