@@ -280,40 +280,11 @@ async fn changes_to_grants_and_connections_apply_at_once_body(data: &Data) {
     let s = start_proxy_server(data, &["api.upstream.test"]);
     let k = s.key();
     let base = format!("http://api.upstream.test:{port}");
-    let (st, conn) = call(
-        Method::POST,
-        s.url("/v1/services/custom"),
-        Some(&k),
-        Some(json!({"name": "kept", "credential": SECRET, "base_url": base})),
-    )
-    .await;
-    assert_eq!(st, 201, "{conn}");
+    let (conn, tokens) = scanned_readers(&s, &k, &base, &["off"]).await;
     let cid = conn["id"].as_str().unwrap().to_owned();
-    let (_, agent) = call(
-        Method::POST,
-        s.url("/v1/agents/register"),
-        Some(&k),
-        Some(json!({"name": "kept", "accountability_mode": "standard"})),
-    )
-    .await;
-    let aid = agent["id"].as_str().unwrap().to_owned();
-    let grant = |scan: &str| json!({"agent_id": aid, "service_connection_id": cid, "scopes": ["read"], "response_scan": scan});
-    let (st, g) = call(
-        Method::POST,
-        s.url("/v1/services/grant"),
-        Some(&k),
-        Some(grant("off")),
-    )
-    .await;
-    assert_eq!(st, 201, "{g}");
-    let (_, pp) = call(
-        Method::POST,
-        s.url("/v1/passports/issue"),
-        Some(&k),
-        Some(json!({"agent_id": aid})),
-    )
-    .await;
-    let token = pp["token"].as_str().unwrap().to_owned();
+    let token = tokens[0].clone();
+    let (_, agents) = call(Method::GET, s.url("/v1/agents"), Some(&k), None).await;
+    let aid = agents[0]["id"].as_str().unwrap().to_owned();
     let get = json!({"service": "custom", "method": "GET", "url": format!("{base}/v1/orders")});
     for _ in 0..2 {
         let (st, r) = proxy(&s, &k, &token, get.clone(), None).await;
@@ -326,7 +297,7 @@ async fn changes_to_grants_and_connections_apply_at_once_body(data: &Data) {
         Method::POST,
         s.url("/v1/services/grant"),
         Some(&k),
-        Some(grant("annotate")),
+        Some(json!({"agent_id": aid, "service_connection_id": cid, "scopes": ["read"], "response_scan": "annotate"})),
     )
     .await;
     assert_eq!(st, 201, "{g}");
