@@ -1119,9 +1119,10 @@ impl App {
     }
 
     /// Sends `out`; when the upstream answers 401 to an OAuth connection's
-    /// bearer token, refreshes the token once and sends again. (An upstream
-    /// refuses an unauthenticated request before acting on it, so the
-    /// retry does not repeat an effect.)
+    /// bearer token, sends again with the stored token if that is a newer
+    /// one, else (or if that is refused too) refreshes the token once and
+    /// sends again. (An upstream refuses an unauthenticated request before
+    /// acting on it, so a retry does not repeat an effect.)
     pub(crate) async fn send_with_oauth_retry(
         &self,
         egress: &dyn EgressPort,
@@ -1143,39 +1144,52 @@ impl App {
         let Some(bearer) = bearer else {
             return egress.send(out).await;
         };
-        let again = Outbound {
-            target: out.target.clone(),
-            method: out.method.clone(),
-            headers: out.headers.clone(),
-            body: out.body.clone(),
-        };
+        // For sending again with another token (`out` itself is sent first).
+        let template = with_bearer(&out, &bearer);
         let first = egress.send(out).await?;
         if first.status != 401 {
             return Ok(first);
         }
-        let refreshable = self
+        let Some((c, sealed)) = self
             .store
             .get_connection(operator_id, connection_id)
-            .await?
-            .is_some_and(|(c, _)| {
-                c.connected_via == "oauth" && c.oauth.as_ref().is_some_and(|o| o.has_refresh_token)
-            });
-        if !refreshable {
-            return Ok(first);
-        }
-        let Some(token) = self
-            .refresh_oauth(operator_id, connection_id, Need::Rejected(&bearer))
             .await?
         else {
             return Ok(first);
         };
-        let mut again = again;
-        for (k, v) in &mut again.headers {
-            if k.eq_ignore_ascii_case("authorization") {
-                *v = Secret::new(format!("Bearer {}", token.expose()));
-            }
+        if c.connected_via != "oauth" || !c.oauth.as_ref().is_some_and(|o| o.has_refresh_token) {
+            return Ok(first);
         }
-        egress.send(again).await
+        let mut rejected = bearer;
+        let mut last = first;
+        // The token sent may be older than the stored one: another node
+        // refreshed it and this node has not yet heard (see `access.rs`).
+        // Then the stored token is tried before any refresh, and this node
+        // reads the operator's connections again from now on.
+        let stored = match &sealed {
+            Some(sealed) => self.open_secret(&c, sealed).await?.remove("token"),
+            None => None,
+        };
+        if let Some(stored) = stored
+            && !stack_crypto::constant_time_eq(
+                stored.expose().as_bytes(),
+                rejected.expose().as_bytes(),
+            )
+        {
+            self.access.forget_access(Some(operator_id));
+            last = egress.send(with_bearer(&template, &stored)).await?;
+            if last.status != 401 {
+                return Ok(last);
+            }
+            rejected = stored;
+        }
+        let Some(token) = self
+            .refresh_oauth(operator_id, connection_id, Need::Rejected(&rejected))
+            .await?
+        else {
+            return Ok(last);
+        };
+        egress.send(with_bearer(&template, &token)).await
     }
 
     /// Refreshes the connection's token if it is still needed once this
@@ -1467,6 +1481,27 @@ impl App {
                 Err(e)
             }
         }
+    }
+}
+
+/// A copy of `out` whose `Authorization` header carries `token`.
+fn with_bearer(out: &Outbound, token: &Secret<String>) -> Outbound {
+    Outbound {
+        target: out.target.clone(),
+        method: out.method.clone(),
+        headers: out
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v = if k.eq_ignore_ascii_case("authorization") {
+                    Secret::new(format!("Bearer {}", token.expose()))
+                } else {
+                    v.clone()
+                };
+                (k.clone(), v)
+            })
+            .collect(),
+        body: out.body.clone(),
     }
 }
 
