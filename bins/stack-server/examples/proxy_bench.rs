@@ -257,6 +257,9 @@ impl Route {
 struct Run {
     p50: u64,
     p99: u64,
+    /// The slowest call: one stall shows here even when it is too short
+    /// or too rare to move the p99.
+    max: u64,
     errors: usize,
     first_error: Option<String>,
     /// The serving process's CPU time per answered call, µs (`None` when
@@ -292,6 +295,7 @@ impl Samples {
         Run {
             p50: pct(50.0),
             p99: pct(99.0),
+            max: lat.last().copied().unwrap_or(0),
             errors: self.errors,
             first_error: self.first_error,
             cpu_us,
@@ -481,9 +485,9 @@ async fn main() {
     );
     println!();
     println!(
-        "| rate (req/s) | path | p50 | p99 | added p50 | added p99 | errors | server CPU per call |"
+        "| rate (req/s) | path | p50 | p99 | max | added p50 | added p99 | errors | server CPU per call |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for &rate in &rates {
         let runs = run_interleaved(&paths, &pids, &clients, rate, secs, rounds).await;
@@ -498,10 +502,11 @@ async fn main() {
                 .cpu_us
                 .map_or_else(|| "—".to_owned(), |us| format!("{us:.0} µs"));
             println!(
-                "| {rate} | {} | {} | {} | {a50} | {a99} | {} | {cpu} |",
+                "| {rate} | {} | {} | {} | {} | {a50} | {a99} | {} | {cpu} |",
                 p.label(),
                 ms(r.p50),
                 ms(r.p99),
+                ms(r.max),
                 r.errors
             );
             if let Some(e) = &r.first_error {

@@ -18,10 +18,7 @@ use stack_app::proxy::{ProxyOperation, ProxyReads, ProxyReadsQuery};
 
 use crate::entity::{connection, grant, operator_key, proxy_operation, usage_meter};
 use crate::passports::{from_doc, to_doc};
-use crate::{
-    Db, append_after, append_in, append_writes, commit, db_err, execute_batch_raw,
-    is_unique_violation,
-};
+use crate::{Db, append_after, append_in, append_writes, commit, db_err, execute_batch};
 
 #[async_trait]
 impl ServiceStore for Db {
@@ -433,20 +430,17 @@ impl stack_app::proxy::ProxyStore for Db {
         done: Option<&ProxyOperation>,
     ) -> Result<()> {
         // One transaction, one commit (one fsync on SQLite) for the three.
-        // On SQLite the head this process last committed is tried first (no
-        // read before the writes); if another writer moved the head since,
-        // the attempt is rolled back and made again after reading it.
+        // On SQLite the head this process last committed is used (no read
+        // before the writes); if another process moved the head since, the
+        // attempt is rolled back and made again after reading it.
         if self.backend == DatabaseBackend::Sqlite
-            && let Some(head) = self.heads.get(operator_id)
             && self
-                .record_once(operator_id, Some(&head), audit.clone(), meter, done)
+                .record_after_remembered(operator_id, audit.clone(), meter, done)
                 .await?
         {
             return Ok(());
         }
-        self.record_once(operator_id, None, audit, meter, done)
-            .await
-            .map(|_| ())
+        self.record_locked(operator_id, audit, meter, done).await
     }
 
     async fn proxy_reads(&self, q: ProxyReadsQuery<'_>) -> Result<ProxyReads> {
@@ -513,65 +507,72 @@ impl stack_app::proxy::ProxyStore for Db {
 }
 
 impl Db {
-    /// One attempt at [`ProxyStore::record_call`]: after `remembered` (the
-    /// head this process last committed) or, when `None`, after the head
-    /// read and locked in the transaction. `Ok(false)`: the remembered head
-    /// was no longer the stored one; nothing was written.
-    async fn record_once(
+    /// SQLite: [`ProxyStore::record_call`] after the head this process
+    /// last committed, in one hand-off to the writer connection, the head
+    /// read once that connection is held (see
+    /// [`crate::sqlite_one_shot_with`]). `Ok(false)`: nothing was written,
+    /// because no head is remembered or another process (a second server
+    /// on the same file) moved it since; the caller then reads it.
+    async fn record_after_remembered(
         &self,
         operator_id: &str,
-        remembered: Option<&ChainHead>,
         audit: NewAudit,
         meter: Option<(&str, &str)>,
         done: Option<&ProxyOperation>,
     ) -> Result<bool> {
         let backend = self.backend;
-        // SQLite after the remembered head: the whole transaction in one
-        // hand-off to the writer connection's thread.
-        if let (Some(head), DatabaseBackend::Sqlite) = (remembered, backend) {
-            let (entry, mut writes) = append_after(backend, operator_id, head, audit, true);
+        let heads = std::sync::Arc::clone(&self.heads);
+        let operator = operator_id.to_owned();
+        let others = call_writes(backend, operator_id, meter, done)?;
+        let built = crate::sqlite_one_shot_with(&self.writer, move || {
+            let head = heads.get(&operator)?;
+            let (entry, mut writes) = append_after(backend, &operator, &head, audit, true);
             // `writes` = [insert the entry, move the head (guarded)]: the
             // guard right after the head move fails the batch unless it
             // changed its row.
             writes.push(crate::sqlite_guard());
-            writes.extend(call_writes(backend, operator_id, meter, done)?);
-            return match crate::sqlite_one_shot(&self.writer, writes).await {
-                Ok(()) => {
-                    self.heads.put(operator_id, head_of(&entry));
-                    Ok(true)
-                }
-                Err(e) => {
-                    self.heads.forget(operator_id);
-                    if crate::is_stale_head(&e) {
-                        Ok(false)
-                    } else {
-                        tracing::error!(error = %e, "database error");
-                        Err(Error::internal("database error"))
-                    }
+            writes.extend(others);
+            let finish = move |committed: bool| {
+                if committed {
+                    heads.put(&operator, head_of(&entry));
+                } else {
+                    heads.forget(&operator);
                 }
             };
-        }
-        let txn = self.write_txn().await?;
-        let (entry, mut writes) = match remembered {
-            Some(head) => append_after(backend, operator_id, head, audit, true),
-            None => append_writes(&txn, operator_id, audit).await?,
-        };
-        writes.extend(call_writes(backend, operator_id, meter, done)?);
-        // Every write changes exactly one row when the head was current.
-        let expected = u64::try_from(writes.len()).unwrap_or(u64::MAX);
-        let stale = match execute_batch_raw(&txn, writes).await {
-            Ok(changed) => remembered.is_some() && changed != expected,
-            // The remembered head's successor `seq` exists: another writer.
-            Err(e) if remembered.is_some() && is_unique_violation(&e) => true,
+            Some((writes, finish))
+        })
+        .await;
+        match built {
+            Ok(written) => Ok(written),
             Err(e) => {
-                self.heads.forget(operator_id);
-                return Err(db_err(e));
+                if crate::is_stale_head(&e) {
+                    self.stale_heads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    Ok(false)
+                } else {
+                    tracing::error!(error = %e, "database error");
+                    Err(Error::internal("database error"))
+                }
             }
-        };
-        if stale {
+        }
+    }
+
+    /// [`ProxyStore::record_call`] after the head read and locked in the
+    /// transaction.
+    async fn record_locked(
+        &self,
+        operator_id: &str,
+        audit: NewAudit,
+        meter: Option<(&str, &str)>,
+        done: Option<&ProxyOperation>,
+    ) -> Result<()> {
+        let backend = self.backend;
+        let txn = self.write_txn().await?;
+        let (entry, mut writes) = append_writes(&txn, operator_id, audit).await?;
+        writes.extend(call_writes(backend, operator_id, meter, done)?);
+        if let Err(e) = execute_batch(&txn, writes).await {
             self.heads.forget(operator_id);
-            txn.rollback().await.map_err(db_err)?;
-            return Ok(false);
+            return Err(e);
         }
         if let Err(e) = commit(txn).await {
             self.heads.forget(operator_id);
@@ -580,7 +581,7 @@ impl Db {
         if backend == DatabaseBackend::Sqlite {
             self.heads.put(operator_id, head_of(&entry));
         }
-        Ok(true)
+        Ok(())
     }
 }
 

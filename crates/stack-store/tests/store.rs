@@ -635,3 +635,61 @@ async fn calls_recorded_by_two_sqlite_writers_keep_one_chain() {
         db.close().await.unwrap();
     }
 }
+
+/// Calls recorded concurrently by one process on SQLite each build on the
+/// head the previous one committed: none of them is refused as stale and
+/// made again. (Before the head was read under the writer connection,
+/// every call that queued behind another had read the same head, failed
+/// its batch and was written a second time, slowly: a queue behind one
+/// slow commit turned into a stall of tens of milliseconds.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_calls_of_one_process_never_retry_on_sqlite() {
+    use stack_app::NewAudit;
+    use stack_app::proxy::ProxyStore as _;
+    use stack_audit::{AuditDraft, Layer};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(&DbConfig::Sqlite {
+        path: dir.path().join("stack.db"),
+    })
+    .await
+    .unwrap();
+    let app = app(&db);
+    let p = operator(&app, "a").await;
+    let call = |i: usize| NewAudit {
+        entry_id: format!("aud_{i}"),
+        now: stack_core::Timestamp::from_millis(1_800_000_000_000),
+        draft: AuditDraft::new("agent", Layer::Proxy, "credential.proxy"),
+    };
+    // The first call reads the head (none remembered yet); the rest start
+    // together and queue for the single writer connection.
+    db.record_call(&p.operator_id, call(0), Some(("proxy", "2027-01")), None)
+        .await
+        .unwrap();
+    let start = Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (1..=64)
+        .map(|i| {
+            let (db, p, start) = (db.clone(), p.clone(), Arc::clone(&start));
+            let audit = call(i);
+            tokio::spawn(async move {
+                start.wait().await;
+                db.record_call(&p.operator_id, audit, Some(("proxy", "2027-01")), None)
+                    .await
+                    .unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(db.stale_head_retries(), 0);
+    let v = verify(&app, &p).await;
+    assert_eq!(v["ok"], true, "{v}");
+    // operator.create + 65 calls
+    assert_eq!(v["entries_checked"], 66, "{v}");
+    assert_eq!(
+        db.usage(&p.operator_id, "proxy", "2027-01").await.unwrap(),
+        65
+    );
+    db.close().await.unwrap();
+}
