@@ -70,11 +70,12 @@ pub struct Db {
     backend: DatabaseBackend,
     /// SQLite: the chain head this process last committed, per operator,
     /// so that a proxied call's record need not read it first. Read and
-    /// moved only while the single writer connection is held, so within
-    /// the process it is never stale; still only a hint, for another
-    /// process may write the same file: the write that uses it moves the
-    /// head only if the stored head is still this one, and falls back to
-    /// reading it when not.
+    /// moved only while the single writer connection is held, so proxied
+    /// calls of this process never build on the same head. Still only a
+    /// hint: other operations append entries without moving it, and
+    /// another process may write the same file; the write that uses it
+    /// moves the head only if the stored head is still this one, and falls
+    /// back to reading it when not.
     heads: std::sync::Arc<HeadMemory>,
     /// How many recorded calls found the remembered head moved by another
     /// process and were made again (see [`Db::stale_head_retries`]).
@@ -206,10 +207,11 @@ impl Db {
 
     /// SQLite: how many proxied calls' records found the chain head this
     /// process remembered already moved and were written again after
-    /// reading it (a second, slower transaction). Only another process
-    /// writing the same database file moves it: within one process the
-    /// head is read while the single writer connection is held. A counter
-    /// for tests and diagnostics; always 0 on PostgreSQL.
+    /// reading it (a second, slower transaction). Another operation's
+    /// audit entry (once per such entry) or another process writing the
+    /// same file moves it; concurrent proxied calls of this process never
+    /// do, for the head is read while the single writer connection is
+    /// held. A counter for tests and diagnostics; always 0 on PostgreSQL.
     pub fn stale_head_retries(&self) -> u64 {
         self.stale_heads.load(std::sync::atomic::Ordering::Relaxed)
     }

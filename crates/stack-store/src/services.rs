@@ -431,7 +431,7 @@ impl stack_app::proxy::ProxyStore for Db {
     ) -> Result<()> {
         // One transaction, one commit (one fsync on SQLite) for the three.
         // On SQLite the head this process last committed is used (no read
-        // before the writes); if another process moved the head since, the
+        // before the writes); if something else moved the head since, the
         // attempt is rolled back and made again after reading it.
         if self.backend == DatabaseBackend::Sqlite
             && self
@@ -511,8 +511,9 @@ impl Db {
     /// last committed, in one hand-off to the writer connection, the head
     /// read once that connection is held (see
     /// [`crate::sqlite_one_shot_with`]). `Ok(false)`: nothing was written,
-    /// because no head is remembered or another process (a second server
-    /// on the same file) moved it since; the caller then reads it.
+    /// because no head is remembered or it moved since (another operation's
+    /// audit entry, or another process on the same file); the caller then
+    /// reads it.
     async fn record_after_remembered(
         &self,
         operator_id: &str,
