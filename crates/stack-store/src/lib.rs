@@ -71,8 +71,9 @@ pub struct Db {
     /// SQLite: the chain head this process last committed, per operator,
     /// so that a proxied call's record need not read it first. Read and
     /// moved only while the single writer connection is held, so proxied
-    /// calls of this process never build on the same head. Still only a
-    /// hint: other operations append entries without moving it, and
+    /// calls and lone entries of this process never build on the same
+    /// head. Still only a hint: operations that append an entry inside
+    /// their own transaction do not move it, and
     /// another process may write the same file; the write that uses it
     /// moves the head only if the stored head is still this one, and falls
     /// back to reading it when not.
@@ -207,10 +208,11 @@ impl Db {
 
     /// SQLite: how many proxied calls' records found the chain head this
     /// process remembered already moved and were written again after
-    /// reading it (a second, slower transaction). Another operation's
-    /// audit entry (once per such entry) or another process writing the
-    /// same file moves it; concurrent proxied calls of this process never
-    /// do, for the head is read while the single writer connection is
+    /// reading it (a second, slower transaction). An audit entry written
+    /// in another operation's own transaction (once per such entry) or
+    /// another process writing the same file moves it; concurrent proxied
+    /// calls and lone entries (`append_audit`) of this process never do,
+    /// for they read and move it while the single writer connection is
     /// held. A counter for tests and diagnostics; always 0 on PostgreSQL.
     pub fn stale_head_retries(&self) -> u64 {
         self.stale_heads.load(std::sync::atomic::Ordering::Relaxed)
@@ -440,26 +442,28 @@ async fn sqlite_one_shot(
 /// commit: what `build` reads from memory that only committed writes
 /// change (a remembered chain head) is current for the batch, and the
 /// `finish` it returns (called with whether the batch committed, before
-/// the connection is released) updates it before the next writer looks. Concurrent calls thus never
-/// build on the same head, which before this cost each of them a failed
-/// batch and a slow retry whenever a queue formed behind a slow commit
-/// (a WAL checkpoint): stalls of 25–100 ms at 300 calls/s.
+/// the connection is released) updates it before the next writer looks.
+/// Concurrent calls thus never build on the same head, which before this
+/// cost each of them a failed batch and a slow retry whenever a queue
+/// formed behind a slow commit (a WAL checkpoint): stalls of 25–100 ms at
+/// 300 calls/s.
 ///
-/// `build` returning `None` writes nothing: `Ok(false)`. `Ok(true)`: the
-/// batch committed.
-async fn sqlite_one_shot_with<B, C>(
+/// `build` returning `None` writes nothing: `Ok(None)`. Otherwise the batch
+/// committed and the result is what `finish(true)` returned.
+async fn sqlite_one_shot_with<B, C, T>(
     writer: &DatabaseConnection,
     build: B,
-) -> std::result::Result<bool, sqlx::Error>
+) -> std::result::Result<Option<T>, sqlx::Error>
 where
     B: FnOnce() -> Option<(Vec<Statement>, C)> + Send + 'static,
-    C: FnOnce(bool) + Send,
+    C: FnOnce(bool) -> T + Send,
+    T: Send + 'static,
 {
     let pool = writer.get_sqlite_connection_pool().clone();
     tokio::spawn(async move {
         let mut conn = pool.acquire().await?;
         let Some((writes, finish)) = build() else {
-            return Ok(false);
+            return Ok(None);
         };
         let mut sql = String::with_capacity(1024);
         sql.push_str(SQLITE_GUARD_TABLE);
@@ -478,10 +482,7 @@ where
         .execute(&mut *conn)
         .await;
         match done {
-            Ok(_) => {
-                finish(true);
-                Ok(true)
-            }
+            Ok(_) => Ok(Some(finish(true))),
             Err(e) => {
                 finish(false);
                 if sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK"))
@@ -666,10 +667,10 @@ impl CoreStore for Db {
     }
 
     async fn append_audit(&self, operator_id: &str, audit: NewAudit) -> Result<AuditEntry> {
-        let txn = self.write_txn().await?;
-        let e = append_in(&txn, operator_id, audit).await?;
-        commit(txn).await?;
-        Ok(e)
+        // A proxied call's record without the call's other writes: on
+        // SQLite one hand-off after the remembered head, which it keeps
+        // current for the calls that follow.
+        self.record(operator_id, audit, None, None).await
     }
 
     async fn list_audit(&self, operator_id: &str, f: &AuditFilter) -> Result<Vec<AuditEntry>> {

@@ -11,7 +11,7 @@ use sea_orm::{
 use stack_app::NewAudit;
 use stack_app::services::oauth::{OAuthApp, PendingConnect};
 use stack_app::services::{Connection, ConnectionChange, Grant, ServiceStore};
-use stack_audit::ChainHead;
+use stack_audit::{AuditEntry, ChainHead};
 use stack_core::{Error, Result, Timestamp};
 
 use stack_app::proxy::{ProxyOperation, ProxyReads, ProxyReadsQuery};
@@ -429,18 +429,9 @@ impl stack_app::proxy::ProxyStore for Db {
         meter: Option<(&str, &str)>,
         done: Option<&ProxyOperation>,
     ) -> Result<()> {
-        // One transaction, one commit (one fsync on SQLite) for the three.
-        // On SQLite the head this process last committed is used (no read
-        // before the writes); if something else moved the head since, the
-        // attempt is rolled back and made again after reading it.
-        if self.backend == DatabaseBackend::Sqlite
-            && self
-                .record_after_remembered(operator_id, audit.clone(), meter, done)
-                .await?
-        {
-            return Ok(());
-        }
-        self.record_locked(operator_id, audit, meter, done).await
+        self.record(operator_id, audit, meter, done)
+            .await
+            .map(|_| ())
     }
 
     async fn proxy_reads(&self, q: ProxyReadsQuery<'_>) -> Result<ProxyReads> {
@@ -507,10 +498,33 @@ impl stack_app::proxy::ProxyStore for Db {
 }
 
 impl Db {
-    /// SQLite: [`ProxyStore::record_call`] after the head this process
+    /// Appends `audit` and, in the same transaction (one commit, one fsync
+    /// on SQLite), moves `meter` by one and stores `done`'s outcome: a
+    /// proxied call's record, or (with neither) a lone audit entry. On
+    /// SQLite the head this process last committed is used (no read before
+    /// the writes); if something else moved the head since, the attempt is
+    /// rolled back and made again after reading it.
+    pub(crate) async fn record(
+        &self,
+        operator_id: &str,
+        audit: NewAudit,
+        meter: Option<(&str, &str)>,
+        done: Option<&ProxyOperation>,
+    ) -> Result<AuditEntry> {
+        if self.backend == DatabaseBackend::Sqlite
+            && let Some(entry) = self
+                .record_after_remembered(operator_id, audit.clone(), meter, done)
+                .await?
+        {
+            return Ok(entry);
+        }
+        self.record_locked(operator_id, audit, meter, done).await
+    }
+
+    /// SQLite: [`Self::record`] after the head this process
     /// last committed, in one hand-off to the writer connection, the head
     /// read once that connection is held (see
-    /// [`crate::sqlite_one_shot_with`]). `Ok(false)`: nothing was written,
+    /// [`crate::sqlite_one_shot_with`]). `Ok(None)`: nothing was written,
     /// because no head is remembered or it moved since (another operation's
     /// audit entry, or another process on the same file); the caller then
     /// reads it.
@@ -520,7 +534,7 @@ impl Db {
         audit: NewAudit,
         meter: Option<(&str, &str)>,
         done: Option<&ProxyOperation>,
-    ) -> Result<bool> {
+    ) -> Result<Option<AuditEntry>> {
         let backend = self.backend;
         let heads = std::sync::Arc::clone(&self.heads);
         let operator = operator_id.to_owned();
@@ -539,6 +553,7 @@ impl Db {
                 } else {
                     heads.forget(&operator);
                 }
+                entry
             };
             Some((writes, finish))
         })
@@ -549,7 +564,7 @@ impl Db {
                 if crate::is_stale_head(&e) {
                     self.stale_heads
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Ok(false)
+                    Ok(None)
                 } else {
                     tracing::error!(error = %e, "database error");
                     Err(Error::internal("database error"))
@@ -558,15 +573,14 @@ impl Db {
         }
     }
 
-    /// [`ProxyStore::record_call`] after the head read and locked in the
-    /// transaction.
+    /// [`Self::record`] after the head read and locked in the transaction.
     async fn record_locked(
         &self,
         operator_id: &str,
         audit: NewAudit,
         meter: Option<(&str, &str)>,
         done: Option<&ProxyOperation>,
-    ) -> Result<()> {
+    ) -> Result<AuditEntry> {
         let backend = self.backend;
         let txn = self.write_txn().await?;
         let (entry, mut writes) = append_writes(&txn, operator_id, audit).await?;
@@ -582,11 +596,11 @@ impl Db {
         if backend == DatabaseBackend::Sqlite {
             self.heads.put(operator_id, head_of(&entry));
         }
-        Ok(())
+        Ok(entry)
     }
 }
 
-fn head_of(entry: &stack_audit::AuditEntry) -> ChainHead {
+fn head_of(entry: &AuditEntry) -> ChainHead {
     ChainHead {
         seq: entry.seq,
         hash: entry.entry_hash.clone(),

@@ -636,16 +636,17 @@ async fn calls_recorded_by_two_sqlite_writers_keep_one_chain() {
     }
 }
 
-/// Calls recorded concurrently by one process on SQLite each build on the
-/// head the previous one committed: none of them is refused as stale and
-/// made again. (Before the head was read under the writer connection,
-/// every call that queued behind another had read the same head, failed
-/// its batch and was written a second time, slowly: a queue behind one
-/// slow commit turned into a stall of tens of milliseconds.)
+/// Calls recorded concurrently by one process on SQLite, and lone audit
+/// entries (a denied call's) between them, each build on the head the
+/// previous one committed: none of them is refused as stale and made
+/// again. (Before the head was read under the writer connection, every
+/// call that queued behind another had read the same head, failed its
+/// batch and was written a second time, slowly: a queue behind one slow
+/// commit turned into a stall of tens of milliseconds.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_of_one_process_never_retry_on_sqlite() {
-    use stack_app::NewAudit;
     use stack_app::proxy::ProxyStore as _;
+    use stack_app::{CoreStore as _, NewAudit};
     use stack_audit::{AuditDraft, Layer};
 
     let dir = tempfile::tempdir().unwrap();
@@ -662,7 +663,8 @@ async fn concurrent_calls_of_one_process_never_retry_on_sqlite() {
         draft: AuditDraft::new("agent", Layer::Proxy, "credential.proxy"),
     };
     // The first call reads the head (none remembered yet); the rest start
-    // together and queue for the single writer connection.
+    // together and queue for the single writer connection. Every fourth
+    // is a lone entry, as for a denied call.
     db.record_call(&p.operator_id, call(0), Some(("proxy", "2027-01")), None)
         .await
         .unwrap();
@@ -673,9 +675,14 @@ async fn concurrent_calls_of_one_process_never_retry_on_sqlite() {
             let audit = call(i);
             tokio::spawn(async move {
                 start.wait().await;
-                db.record_call(&p.operator_id, audit, Some(("proxy", "2027-01")), None)
-                    .await
-                    .unwrap();
+                if i % 4 == 0 {
+                    let e = db.append_audit(&p.operator_id, audit).await.unwrap();
+                    assert_eq!(e.entry_id, format!("aud_{i}"));
+                } else {
+                    db.record_call(&p.operator_id, audit, Some(("proxy", "2027-01")), None)
+                        .await
+                        .unwrap();
+                }
             })
         })
         .collect();
@@ -685,11 +692,11 @@ async fn concurrent_calls_of_one_process_never_retry_on_sqlite() {
     assert_eq!(db.stale_head_retries(), 0);
     let v = verify(&app, &p).await;
     assert_eq!(v["ok"], true, "{v}");
-    // operator.create + 65 calls
+    // operator.create + 65 entries, 49 of them metered calls
     assert_eq!(v["entries_checked"], 66, "{v}");
     assert_eq!(
         db.usage(&p.operator_id, "proxy", "2027-01").await.unwrap(),
-        65
+        49
     );
     db.close().await.unwrap();
 }
