@@ -73,13 +73,13 @@ pub struct Db {
     /// moved only while the single writer connection is held, so proxied
     /// calls and lone entries of this process never build on the same
     /// head. Still only a hint: operations that append an entry inside
-    /// their own transaction do not move it, and
-    /// another process may write the same file; the write that uses it
-    /// moves the head only if the stored head is still this one, and falls
-    /// back to reading it when not.
+    /// their own transaction do not move it, and another process may write
+    /// the same file; the write that uses it moves the head only if the
+    /// stored head is still this one, and falls back to reading it when
+    /// not.
     heads: std::sync::Arc<HeadMemory>,
-    /// How many recorded calls found the remembered head moved by another
-    /// process and were made again (see [`Db::stale_head_retries`]).
+    /// How many records found the remembered head moved and were made
+    /// again (see [`Db::stale_head_retries`]).
     stale_heads: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -397,7 +397,7 @@ const SQLITE_GUARD_TABLE: &str =
 
 /// A statement that fails (CHECK violation on `stack_write_guard`) unless
 /// the statement just before it changed exactly one row; placed after a
-/// guarded update in a [`sqlite_one_shot`] batch.
+/// guarded update in a [`sqlite_one_shot_with`] batch.
 fn sqlite_guard() -> Statement {
     Statement::from_string(
         DatabaseBackend::Sqlite,
@@ -405,7 +405,7 @@ fn sqlite_guard() -> Statement {
     )
 }
 
-/// A failed [`sqlite_one_shot`] that lost to another writer: a guard
+/// A failed [`sqlite_one_shot_with`] that lost to another writer: a guard
 /// fired, or the remembered head's successor `seq` already exists.
 fn is_stale_head(e: &sqlx::Error) -> bool {
     match e {
@@ -417,15 +417,7 @@ fn is_stale_head(e: &sqlx::Error) -> bool {
     }
 }
 
-/// Runs `writes` as one SQLite transaction in a single hand-off to the
-/// writer connection's worker thread: `BEGIN IMMEDIATE`, the writes in
-/// order, `COMMIT`, as one `;`-separated batch (each statement binds its own
-/// `?` parameters in turn). The first failing statement stops the batch;
-/// the transaction is then rolled back on the same connection before the
-/// connection goes back to the pool (closed instead, should that fail).
-/// It runs in a task of its own, so a caller that gives up waiting (a
-/// client that disconnects) can neither leave the transaction half done
-/// nor lose a write that was about to commit. `writer` must be SQLite.
+/// [`sqlite_one_shot_with`] with fixed writes (tests).
 #[cfg(test)]
 async fn sqlite_one_shot(
     writer: &DatabaseConnection,
@@ -436,17 +428,26 @@ async fn sqlite_one_shot(
         .map(|_| ())
 }
 
-/// [`sqlite_one_shot`] with the writes made by `build` once the writer
-/// connection is held. The SQLite writer pool has exactly one connection,
-/// so while `build` and the batch run no other write of this process can
-/// commit: what `build` reads from memory that only committed writes
-/// change (a remembered chain head) is current for the batch, and the
-/// `finish` it returns (called with whether the batch committed, before
-/// the connection is released) updates it before the next writer looks.
-/// Concurrent calls thus never build on the same head, which before this
-/// cost each of them a failed batch and a slow retry whenever a queue
-/// formed behind a slow commit (a WAL checkpoint): stalls of 25–100 ms at
-/// 300 calls/s.
+/// Runs the writes `build` makes, once the writer connection is held, as
+/// one SQLite transaction in a single hand-off to that connection's worker
+/// thread: `BEGIN IMMEDIATE`, the writes in order, `COMMIT`, as one
+/// `;`-separated batch (each statement binds its own `?` parameters in
+/// turn). The first failing statement stops the batch; the transaction is
+/// then rolled back on the same connection before the connection goes back
+/// to the pool (closed instead, should that fail). It runs in a task of its
+/// own, so a caller that gives up waiting (a client that disconnects) can
+/// neither leave the transaction half done nor lose a write that was about
+/// to commit. `writer` must be SQLite.
+///
+/// The SQLite writer pool has exactly one connection, so while `build` and
+/// the batch run no other write of this process can commit: what `build`
+/// reads from memory that only committed writes change (a remembered chain
+/// head) is current for the batch, and the `finish` it returns (called with
+/// whether the batch committed, before the connection is released) updates
+/// it before the next writer looks. Concurrent calls thus never build on
+/// the same head, which before this cost each of them a failed batch and a
+/// slow retry whenever a queue formed behind a slow commit (a WAL
+/// checkpoint): stalls of 25–100 ms at 300 calls/s.
 ///
 /// `build` returning `None` writes nothing: `Ok(None)`. Otherwise the batch
 /// committed and the result is what `finish(true)` returned.

@@ -521,12 +521,12 @@ impl Db {
         self.record_locked(operator_id, audit, meter, done).await
     }
 
-    /// SQLite: [`Self::record`] after the head this process
-    /// last committed, in one hand-off to the writer connection, the head
-    /// read once that connection is held (see
-    /// [`crate::sqlite_one_shot_with`]). `Ok(None)`: nothing was written,
-    /// because no head is remembered or it moved since (another operation's
-    /// audit entry, or another process on the same file); the caller then
+    /// SQLite: [`Self::record`] after the head this process last
+    /// committed, in one hand-off to the writer connection, the head read
+    /// once that connection is held (see [`crate::sqlite_one_shot_with`]).
+    /// `Ok(None)`: nothing was written, because no head is remembered or it
+    /// moved since (an entry written in another operation's own
+    /// transaction, or another process on the same file); the caller then
     /// reads it.
     async fn record_after_remembered(
         &self,
