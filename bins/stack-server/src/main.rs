@@ -214,8 +214,11 @@ fn print_first_operator(name: &str, id: &str, key: &str) {
 fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log)
         .with_context(|| format!("invalid log filter {:?}", config.log))?;
+    // Colours only on a terminal: a log piped to a file or a collector
+    // gets plain `key=value` fields, not escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = if config.log_json {
         builder.json().try_init()
