@@ -437,6 +437,7 @@ impl App {
             ));
         }
         let record = self.proxy_passport(caller, passport_token).await?;
+        let passport_checked = started.elapsed();
         let digest = request_digest(&req, &method);
         let mut draft = Self::draft(caller, Layer::Proxy, "credential.proxy")
             .agent(&record.agent_id)
@@ -505,6 +506,7 @@ impl App {
             }
         };
         draft = draft.target("connection", &connection);
+        let decided_at = started.elapsed();
 
         // At most once for non-GET calls that carry an id: a known id is
         // answered from its record before anything is metered or sent.
@@ -630,6 +632,7 @@ impl App {
             claimed,
             response_scan,
             started,
+            steps: (passport_checked, decided_at),
             _reservation: reservation,
         };
         let app = self.clone();
@@ -929,6 +932,9 @@ struct SentCall {
     claimed: Option<ProxyOperation>,
     response_scan: ResponseScan,
     started: std::time::Instant,
+    /// Time from `started` to the passport checked and to the call decided
+    /// (reads, grant, constraints, intent), for the timing event.
+    steps: (std::time::Duration, std::time::Duration),
     /// Keeps the call's place in the quota until it is recorded.
     _reservation: Reservation,
 }
@@ -949,12 +955,15 @@ impl App {
             claimed,
             response_scan,
             started,
+            steps: (passport_checked, decided_at),
             _reservation,
         } = call;
+        let sending = std::time::Instant::now();
         // An OAuth connection's token refused with 401 is refreshed once and the call retried.
         let sent = self
             .send_with_oauth_retry(egress.as_ref(), &operator_id, &connection, outbound)
             .await;
+        let upstream = sending.elapsed();
         let elapsed = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
         let (audit, done, answer) = match sent {
             Ok(inbound) => {
@@ -1054,6 +1063,7 @@ impl App {
                 (self.audit(d)?, done, Err(e))
             }
         };
+        let recording = std::time::Instant::now();
         self.store
             .record_call(
                 &operator_id,
@@ -1062,6 +1072,17 @@ impl App {
                 done.as_ref(),
             )
             .await?;
+        // Where the call's time went, in µs (`STACK_LOG=…,stack::proxy::timing=debug`);
+        // `audit` is the durable commit of the entry, meter and outcome.
+        tracing::debug!(
+            target: "stack::proxy::timing",
+            passport_us = passport_checked.as_micros(),
+            decide_us = decided_at.saturating_sub(passport_checked).as_micros(),
+            upstream_us = upstream.as_micros(),
+            audit_us = recording.elapsed().as_micros(),
+            total_us = started.elapsed().as_micros(),
+            "proxied call"
+        );
         // Counted before the reservation is released (at the end of this
         // function), so the call is never missing from both.
         self.access
