@@ -3,7 +3,10 @@
 //! `Authorization` header), and through STACK's `POST /v1/proxy` (passport
 //! verification, grant and constraint checks, credential injection and a
 //! durable audit append), all on loopback, in one run, at fixed request
-//! rates.
+//! rates. Two more paths give the floor of the design: a minimal Rust
+//! reverse proxy on hyper that only forwards with the credential header,
+//! and the same with a 300-byte `fdatasync`ed append per call overlapped
+//! with the upstream call (`STACK_BENCH_FLOOR=0` leaves them out).
 //!
 //! ```text
 //! cargo xtask bench proxy [SECONDS_PER_RATE] [RATES] [ROUNDS]
@@ -22,10 +25,14 @@
 //! (direct, nginx, STACK, STACK, nginx, direct, …), so background load on a
 //! shared machine falls on all of them alike. Added latency
 //! = the path's percentile minus the direct call's percentile at the same
-//! rate. STACK runs on SQLite (`synchronous=FULL`, so every audit append is
+//! rate. The `steal` column is the share of the machine's CPU time the
+//! hypervisor gave to other guests during the path's slices: on a VM, a
+//! slice with steal shows stalls that are not the path's. STACK runs on SQLite (`synchronous=FULL`, so every audit append is
 //! fsynced) unless `STACK_BENCH_DATABASE_URL` names a PostgreSQL database.
 //!
 //! Env: `STACK_SERVER_BIN` (default `target/release/stack-server`),
+//! `STACK_BENCH_FLOOR` (`0`: no floor paths), `STACK_BENCH_STEPS` (`1`: also
+//! print where STACK's time went, from its `stack::proxy::timing` log),
 //! `STACK_BENCH_NGINX` (default `nginx` on `PATH`; without it the nginx row
 //! is skipped), `STACK_BENCH_DATABASE_URL`, `STACK_BENCH_SLOW_MS` (print each
 //! call slower than that, with where in its slice it was issued).
@@ -44,7 +51,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, cpu_ticks, start_stack, ticks_per_second};
+use common::{Proc, cpu_ticks, start_stack_keeping, steal_ticks, ticks_per_second};
 use serde_json::{Value, json};
 
 /// The smallest added latency a ratio divides by, µs.
@@ -65,6 +72,81 @@ fn start_upstream() -> u16 {
         rt.block_on(async move {
             let app = axum::Router::new()
                 .fallback(|| async { axum::Json(json!({"ok": true, "items": [1, 2, 3]})) });
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    port
+}
+
+/// The floor of any proxy built the way STACK is (Rust, hyper on Tokio):
+/// a reverse proxy that does nothing but forward to the upstream with the
+/// credential header, on its own thread and current-thread runtime (as
+/// nginx runs one worker). With `log`, every call also appends 300 bytes
+/// to that file and waits for `fdatasync` before it answers, the flush
+/// running on a blocking thread *while* the upstream call is in flight:
+/// the cheapest way to make a record of each call durable before its
+/// answer leaves. Measures what the target leaves for everything else.
+fn start_floor(upstream: u16, log: Option<std::path::PathBuf>) -> u16 {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = log.map(|p| {
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .unwrap();
+        Arc::new(Mutex::new(f))
+    });
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(256)
+                .tcp_nodelay(true)
+                .build()
+                .unwrap();
+            let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+                let client = client.clone();
+                let log = log.clone();
+                async move {
+                    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+                    let url = format!("http://127.0.0.1:{upstream}{pq}");
+                    let forward = async {
+                        let r = client.get(url).bearer_auth(SECRET).send().await?;
+                        r.bytes().await
+                    };
+                    let answer = match log {
+                        Some(log) => {
+                            let flush = tokio::task::spawn_blocking(move || {
+                                let mut f = log.lock().unwrap();
+                                f.write_all(&[b'x'; 300])?;
+                                f.sync_data()
+                            });
+                            let (answer, flushed) = tokio::join!(forward, flush);
+                            flushed.unwrap().unwrap();
+                            answer
+                        }
+                        None => forward.await,
+                    };
+                    match answer {
+                        Ok(body) => axum::response::IntoResponse::into_response((
+                            [(axum::http::header::CONTENT_TYPE, "application/json")],
+                            body,
+                        )),
+                        Err(e) => axum::response::IntoResponse::into_response((
+                            axum::http::StatusCode::BAD_GATEWAY,
+                            e.to_string(),
+                        )),
+                    }
+                }
+            });
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
@@ -204,6 +286,8 @@ async fn set_up_stack(base: &str, key: &str, origin: &str) -> String {
 enum Route {
     Direct(String),
     Nginx(String),
+    /// [`start_floor`] without (`false`) or with (`true`) the durable append.
+    Floor(String, bool),
     Stack {
         url: String,
         key: String,
@@ -217,6 +301,8 @@ impl Route {
         match self {
             Self::Direct(_) => "direct",
             Self::Nginx(_) => "nginx",
+            Self::Floor(_, false) => "floor: hyper proxy",
+            Self::Floor(_, true) => "floor: hyper proxy + fdatasync",
             Self::Stack { .. } => "STACK",
         }
     }
@@ -224,7 +310,7 @@ impl Route {
     async fn once(&self, client: &reqwest::Client) -> Result<(), String> {
         let res = match self {
             Self::Direct(url) => client.get(url).bearer_auth(SECRET).send().await,
-            Self::Nginx(url) => client.get(url).send().await,
+            Self::Nginx(url) | Self::Floor(url, _) => client.get(url).send().await,
             Self::Stack {
                 url,
                 key,
@@ -265,6 +351,9 @@ struct Run {
     /// The serving process's CPU time per answered call, µs (`None` when
     /// the path has no process of its own to read).
     cpu_us: Option<f64>,
+    /// CPU time the hypervisor took from the machine during the path's
+    /// slices, as a share of their CPU time (all CPUs).
+    steal: f64,
 }
 
 /// Latencies (µs) and errors of one or more slices of a path.
@@ -275,6 +364,9 @@ struct Samples {
     first_error: Option<String>,
     /// CPU clock ticks of the serving process during the slices.
     cpu_ticks: Option<u64>,
+    /// Machine-wide steal ticks during the slices, and the slices' length.
+    steal_ticks: u64,
+    elapsed: Duration,
 }
 
 impl Samples {
@@ -292,7 +384,15 @@ impl Samples {
             let rank = ((p / 100.0) * lat.len() as f64).ceil() as usize;
             lat[rank.clamp(1, lat.len()) - 1]
         };
+        let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let available = self.elapsed.as_secs_f64() * ticks_per_second() as f64 * cpus as f64;
+        let steal = if available > 0.0 {
+            self.steal_ticks as f64 / available
+        } else {
+            0.0
+        };
         Run {
+            steal,
             p50: pct(50.0),
             p99: pct(99.0),
             max: lat.last().copied().unwrap_or(0),
@@ -311,6 +411,7 @@ async fn run_slice(
     rate: u32,
     secs: f64,
     into: &mut Samples,
+    report_slow: bool,
 ) {
     let total = (f64::from(rate) * secs).round() as u64;
     let start = tokio::time::Instant::now() + Duration::from_millis(20);
@@ -333,6 +434,7 @@ async fn run_slice(
     // slice it was issued), to tell a stall from a spread.
     let slow_us = std::env::var("STACK_BENCH_SLOW_MS")
         .ok()
+        .filter(|_| report_slow)
         .and_then(|v| v.parse::<u64>().ok())
         .map(|ms| ms * 1000);
     for (i, t) in tasks.into_iter().enumerate() {
@@ -358,7 +460,7 @@ async fn run_slice(
 /// `rate` requests per second for `secs` on one path.
 async fn run_rate(path: &Route, client: &reqwest::Client, rate: u32, secs: f64) -> Run {
     let mut s = Samples::default();
-    run_slice(path, client, rate, secs, &mut s).await;
+    run_slice(path, client, rate, secs, &mut s, false).await;
     s.run()
 }
 
@@ -385,7 +487,10 @@ async fn run_interleaved(
         for i in order {
             let pid = pids.get(i).copied().flatten();
             let before = pid.map(cpu_ticks);
-            run_slice(&paths[i], &clients[i], rate, slice, &mut samples[i]).await;
+            let (stolen, began) = (steal_ticks(), Instant::now());
+            run_slice(&paths[i], &clients[i], rate, slice, &mut samples[i], true).await;
+            samples[i].steal_ticks += steal_ticks().saturating_sub(stolen);
+            samples[i].elapsed += began.elapsed();
             if let (Some(pid), Some(before)) = (pid, before) {
                 let spent = cpu_ticks(pid).saturating_sub(before);
                 *samples[i].cpu_ticks.get_or_insert(0) += spent;
@@ -417,12 +522,19 @@ async fn main() {
     let cfg = dir.path().join("stack.toml");
     // The bench makes more calls than the free tier's monthly allowance.
     std::fs::write(&cfg, "proxy_quota_free = 100000000\n").unwrap();
+    // STACK_BENCH_STEPS=1: the server logs where each call's time went.
+    let steps = std::env::var("STACK_BENCH_STEPS").is_ok_and(|v| v == "1");
+    let log = if steps {
+        "warn,stack_server=info,stack::proxy::timing=debug"
+    } else {
+        "warn,stack_server=info"
+    };
     let mut env = vec![
         ("STACK_PROXY_ALLOW_PRIVATE", "127.0.0.0/8".to_owned()),
         ("STACK_PROXY_ALLOW_HTTP", "1".to_owned()),
         ("STACK_PROXY_RESOLVE", "upstream.bench=127.0.0.1".to_owned()),
         ("STACK_CONFIG", cfg.display().to_string()),
-        ("STACK_LOG", "warn,stack_server=info".to_owned()),
+        ("STACK_LOG", log.to_owned()),
     ];
     // The server's Tokio worker count, to compare runtime settings.
     if let Ok(n) = std::env::var("STACK_BENCH_SERVER_WORKERS") {
@@ -436,7 +548,7 @@ async fn main() {
         _ => "SQLite",
     };
     let data = dir.path().join("data");
-    let (stack, base, key) = start_stack(&data, &env);
+    let (stack, base, key, kept) = start_stack_keeping(&data, &env, "proxied call");
     let origin = format!("http://upstream.bench:{upstream}");
     let passport = set_up_stack(&base, &key, &origin).await;
     let nginx_dir = dir.path().join("nginx");
@@ -449,6 +561,17 @@ async fn main() {
     ))];
     if let Some((_, port)) = &nginx {
         paths.push(Route::Nginx(format!("http://127.0.0.1:{port}{resource}")));
+    }
+    // STACK_BENCH_FLOOR=0 leaves the two floor paths out.
+    if std::env::var("STACK_BENCH_FLOOR").map_or(true, |v| v != "0") {
+        for durable in [false, true] {
+            let log = durable.then(|| data.join("floor-log.bin"));
+            let port = start_floor(upstream, log);
+            paths.push(Route::Floor(
+                format!("http://127.0.0.1:{port}{resource}"),
+                durable,
+            ));
+        }
     }
     paths.push(Route::Stack {
         url: format!("{base}/v1/proxy"),
@@ -480,17 +603,25 @@ async fn main() {
         }
     }
 
+    kept.lock().unwrap().clear();
+    let mut step_rows = Vec::new();
     println!(
         "{secs} s per rate and path in {rounds} alternating slices, open loop, loopback; STACK on {backend} (durable audit append per call)"
     );
     println!();
     println!(
-        "| rate (req/s) | path | p50 | p99 | max | added p50 | added p99 | errors | server CPU per call |"
+        "| rate (req/s) | path | p50 | p99 | max | added p50 | added p99 | errors | server CPU per call | steal |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for &rate in &rates {
         let runs = run_interleaved(&paths, &pids, &clients, rate, secs, rounds).await;
+        if steps {
+            // Give the log reader a moment to catch up with the last slice.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let lines = std::mem::take(&mut *kept.lock().unwrap());
+            step_rows.push((rate, step_percentiles(&lines)));
+        }
         let direct = &runs[0];
         for (p, r) in paths.iter().zip(&runs) {
             let (a50, a99) = if matches!(p, Route::Direct(_)) {
@@ -502,12 +633,13 @@ async fn main() {
                 .cpu_us
                 .map_or_else(|| "—".to_owned(), |us| format!("{us:.0} µs"));
             println!(
-                "| {rate} | {} | {} | {} | {} | {a50} | {a99} | {} | {cpu} |",
+                "| {rate} | {} | {} | {} | {} | {a50} | {a99} | {} | {cpu} | {:.1} % |",
                 p.label(),
                 ms(r.p50),
                 ms(r.p99),
                 ms(r.max),
-                r.errors
+                r.errors,
+                r.steal * 100.0
             );
             if let Some(e) = &r.first_error {
                 eprintln!("{} at {rate}/s: first error: {e}", p.label());
@@ -518,15 +650,30 @@ async fn main() {
             // slices; a floor of 50 µs keeps a near-zero nginx figure from
             // turning the ratio into noise.
             let ng = runs[1].p99.saturating_sub(direct.p99).max(FLOOR_US);
-            let st = runs[2].p99.saturating_sub(direct.p99);
-            ratios.push((rate, st as f64 / ng as f64));
+            for (p, r) in paths.iter().zip(&runs) {
+                if matches!(p, Route::Stack { .. } | Route::Floor(_, true)) {
+                    let added = r.p99.saturating_sub(direct.p99);
+                    ratios.push((rate, p.label(), added as f64 / ng as f64));
+                }
+            }
         }
     }
     println!();
-    for (rate, r) in ratios {
+    for (rate, label, r) in ratios {
         println!(
-            "added p99, STACK / max(nginx, {FLOOR_US} µs) at {rate} req/s: {r:.1}× (target ≤ 2×)"
+            "added p99, {label} / max(nginx, {FLOOR_US} µs) at {rate} req/s: {r:.1}× (target for STACK ≤ 2×)"
         );
+    }
+    if !step_rows.is_empty() {
+        println!();
+        println!("inside STACK, per proxied call (server's timing log), p50 / p99:");
+        println!();
+        let heads: Vec<&str> = STEPS.iter().map(|(_, label)| *label).collect();
+        println!("| rate (req/s) | calls | {} |", heads.join(" | "));
+        println!("|---|---|{}", "---|".repeat(STEPS.len()));
+        for (rate, (n, cells)) in step_rows {
+            println!("| {rate} | {n} | {} |", cells.join(" | "));
+        }
     }
     if backend == "SQLite" {
         let (p50, p99) = fdatasync_floor(&data, 2000);
@@ -536,6 +683,41 @@ async fn main() {
             ms(p99)
         );
     }
+}
+
+/// The fields of the server's `stack::proxy::timing` event (µs) and their
+/// column labels.
+const STEPS: [(&str, &str); 5] = [
+    ("passport_us", "passport"),
+    ("decide_us", "decide"),
+    ("upstream_us", "upstream call"),
+    ("audit_us", "audit commit"),
+    ("total_us", "total in STACK"),
+];
+
+/// Number of timing lines and, per [`STEPS`] field, "p50 / p99" in ms.
+fn step_percentiles(lines: &[String]) -> (usize, Vec<String>) {
+    let cells = STEPS
+        .iter()
+        .map(|(field, _)| {
+            let key = format!("{field}=");
+            let mut v: Vec<u64> = lines
+                .iter()
+                .filter_map(|l| {
+                    let rest = l.split(key.as_str()).nth(1)?;
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    digits.parse().ok()
+                })
+                .collect();
+            if v.is_empty() {
+                return "—".to_owned();
+            }
+            v.sort_unstable();
+            let at = |p: usize| v[(v.len() * p / 100).min(v.len() - 1)];
+            format!("{} / {}", ms(at(50)), ms(at(99)))
+        })
+        .collect();
+    (lines.len(), cells)
 }
 
 /// Latency of appending 300 bytes to a file in `dir` and waiting for

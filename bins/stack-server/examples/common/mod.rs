@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// A child process killed when dropped.
@@ -33,7 +33,22 @@ pub fn server_bin() -> PathBuf {
 
 /// Starts `stack-server` on SQLite in `data` with extra environment; returns
 /// the process, base URL and the first operator's key.
+#[allow(dead_code)] // not every example uses it
 pub fn start_stack(data: &Path, env: &[(&str, String)]) -> (Proc, String, String) {
+    let (proc, base, key, _) = start_stack_keeping(data, env, "\0");
+    (proc, base, key)
+}
+
+/// Lines of a server's log kept for the caller.
+pub type Kept = Arc<Mutex<Vec<String>>>;
+
+/// [`start_stack`], also keeping every later line of the server's log that
+/// contains `marker`.
+pub fn start_stack_keeping(
+    data: &Path,
+    env: &[(&str, String)],
+    marker: &'static str,
+) -> (Proc, String, String, Kept) {
     let bin = server_bin();
     let mut cmd = Command::new(&bin);
     cmd.env("STACK_DATA_DIR", data)
@@ -81,8 +96,16 @@ pub fn start_stack(data: &Path, env: &[(&str, String)]) -> (Proc, String, String
             ));
         }
     }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    (Proc(child), base.unwrap(), key.unwrap())
+    let kept = Kept::default();
+    let into = Arc::clone(&kept);
+    std::thread::spawn(move || {
+        while let Ok((_, line)) = rx.recv() {
+            if line.contains(marker) {
+                into.lock().unwrap().push(line);
+            }
+        }
+    });
+    (Proc(child), base.unwrap(), key.unwrap(), kept)
 }
 
 /// `utime + stime` of a process in clock ticks (Linux), 0 elsewhere.
@@ -95,6 +118,20 @@ pub fn cpu_ticks(pid: u32) -> u64 {
             let rest = s.rsplit_once(')')?.1;
             let f: Vec<&str> = rest.split_whitespace().collect();
             Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0)
+}
+
+/// Clock ticks the hypervisor took from this machine's CPUs (`steal`, the
+/// eighth figure of `/proc/stat`'s `cpu` line), all CPUs together; 0 where
+/// it cannot be read. A noisy neighbour on a VM shows here.
+#[allow(dead_code)] // not every example reads it
+pub fn steal_ticks() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("cpu "))?;
+            line.split_whitespace().nth(8)?.parse::<u64>().ok()
         })
         .unwrap_or(0)
 }
