@@ -282,7 +282,9 @@ fn bench(root: &Path, name: Option<&str>, rest: &[String]) -> anyhow::Result<()>
 }
 
 /// `bench proxy`: latency added by STACK's proxy next to nginx as a plain
-/// reverse proxy (installed with apt-get when missing and possible).
+/// reverse proxy (installed with apt-get when missing and possible) and
+/// the two floor paths of `proxy_bench` (a bare hyper proxy, with and
+/// without a durable append per call).
 fn bench_proxy(root: &Path, rest: &[String]) -> anyhow::Result<()> {
     let has_nginx = || {
         Command::new("nginx")
@@ -321,7 +323,11 @@ fn bench_proxy(root: &Path, rest: &[String]) -> anyhow::Result<()> {
             "--",
         ])
         .args(rest);
-    run(root, "bench proxy (direct, nginx, STACK)", &mut bench)
+    run(
+        root,
+        "bench proxy (direct, nginx, floors, STACK)",
+        &mut bench,
+    )
 }
 
 /// `bench mcp`: STACK's /mcp against the Python SDK's FastMCP server, in
