@@ -59,8 +59,9 @@ const FLOOR_US: u64 = 50;
 
 const SECRET: &str = "bench_upstream_secret_0123456789abcdef";
 
-/// The upstream: one small JSON answer, on its own thread and runtime.
-fn start_upstream() -> u16 {
+/// Serves `app` on a loopback port of its own, on a thread of its own with a
+/// current-thread runtime (as nginx runs one worker); returns the port.
+fn serve_on_own_thread(app: axum::Router) -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -70,8 +71,6 @@ fn start_upstream() -> u16 {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let app = axum::Router::new()
-                .fallback(|| async { axum::Json(json!({"ok": true, "items": [1, 2, 3]})) });
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             axum::serve(listener, app).await.unwrap();
         });
@@ -79,20 +78,24 @@ fn start_upstream() -> u16 {
     port
 }
 
+/// The upstream: one small JSON answer.
+fn start_upstream() -> u16 {
+    serve_on_own_thread(
+        axum::Router::new()
+            .fallback(|| async { axum::Json(json!({"ok": true, "items": [1, 2, 3]})) }),
+    )
+}
+
 /// The floor of any proxy built the way STACK is (Rust, hyper on Tokio):
 /// a reverse proxy that does nothing but forward to the upstream with the
-/// credential header, on its own thread and current-thread runtime (as
-/// nginx runs one worker). With `log`, every call also appends 300 bytes
-/// to that file and waits for `fdatasync` before it answers, the flush
-/// running on a blocking thread *while* the upstream call is in flight:
-/// the cheapest way to make a record of each call durable before its
-/// answer leaves. Measures what the target leaves for everything else.
+/// credential header. With `log`, every call also appends 300 bytes to
+/// that file and waits for `fdatasync` before it answers, the flush running
+/// on a blocking thread *while* the upstream call is in flight: the
+/// cheapest way to make a record of each call durable before its answer
+/// leaves. Measures what the target leaves for everything else.
 fn start_floor(upstream: u16, log: Option<std::path::PathBuf>) -> u16 {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let port = listener.local_addr().unwrap().port();
     let log = log.map(|p| {
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -101,57 +104,46 @@ fn start_floor(upstream: u16, log: Option<std::path::PathBuf>) -> u16 {
             .unwrap();
         Arc::new(Mutex::new(f))
     });
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(256)
-                .tcp_nodelay(true)
-                .build()
-                .unwrap();
-            let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
-                let client = client.clone();
-                let log = log.clone();
-                async move {
-                    let pq = uri.path_and_query().map_or("/", |p| p.as_str());
-                    let url = format!("http://127.0.0.1:{upstream}{pq}");
-                    let forward = async {
-                        let r = client.get(url).bearer_auth(SECRET).send().await?;
-                        r.bytes().await
-                    };
-                    let answer = match log {
-                        Some(log) => {
-                            let flush = tokio::task::spawn_blocking(move || {
-                                let mut f = log.lock().unwrap();
-                                f.write_all(&[b'x'; 300])?;
-                                f.sync_data()
-                            });
-                            let (answer, flushed) = tokio::join!(forward, flush);
-                            flushed.unwrap().unwrap();
-                            answer
-                        }
-                        None => forward.await,
-                    };
-                    match answer {
-                        Ok(body) => axum::response::IntoResponse::into_response((
-                            [(axum::http::header::CONTENT_TYPE, "application/json")],
-                            body,
-                        )),
-                        Err(e) => axum::response::IntoResponse::into_response((
-                            axum::http::StatusCode::BAD_GATEWAY,
-                            e.to_string(),
-                        )),
-                    }
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    serve_on_own_thread(axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let client = client.clone();
+        let log = log.clone();
+        async move {
+            let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+            let url = format!("http://127.0.0.1:{upstream}{pq}");
+            let forward = async {
+                let r = client.get(url).bearer_auth(SECRET).send().await?;
+                r.bytes().await
+            };
+            let answer = match log {
+                Some(log) => {
+                    let flush = tokio::task::spawn_blocking(move || {
+                        let mut f = log.lock().unwrap();
+                        f.write_all(&[b'x'; 300])?;
+                        f.sync_data()
+                    });
+                    let (answer, flushed) = tokio::join!(forward, flush);
+                    flushed.unwrap().unwrap();
+                    answer
                 }
-            });
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    port
+                None => forward.await,
+            };
+            match answer {
+                Ok(body) => axum::response::IntoResponse::into_response((
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )),
+                Err(e) => axum::response::IntoResponse::into_response((
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    e.to_string(),
+                )),
+            }
+        }
+    }))
 }
 
 /// nginx as a plain reverse proxy to the upstream, one worker, keep-alive
