@@ -540,7 +540,7 @@ async fn main() {
         _ => "SQLite",
     };
     let data = dir.path().join("data");
-    let (stack, base, key, kept) = start_stack_keeping(&data, &env, "proxied call");
+    let (stack, base, key, kept) = start_stack_keeping(&data, &env, Some("proxied call"));
     let origin = format!("http://upstream.bench:{upstream}");
     let passport = set_up_stack(&base, &key, &origin).await;
     let nginx_dir = dir.path().join("nginx");

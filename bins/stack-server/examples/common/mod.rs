@@ -35,7 +35,7 @@ pub fn server_bin() -> PathBuf {
 /// the process, base URL and the first operator's key.
 #[allow(dead_code)] // not every example uses it
 pub fn start_stack(data: &Path, env: &[(&str, String)]) -> (Proc, String, String) {
-    let (proc, base, key, _) = start_stack_keeping(data, env, "\0");
+    let (proc, base, key, _) = start_stack_keeping(data, env, None);
     (proc, base, key)
 }
 
@@ -43,11 +43,11 @@ pub fn start_stack(data: &Path, env: &[(&str, String)]) -> (Proc, String, String
 pub type Kept = Arc<Mutex<Vec<String>>>;
 
 /// [`start_stack`], also keeping every later line of the server's log that
-/// contains `marker`.
+/// contains `marker` (none when `None`).
 pub fn start_stack_keeping(
     data: &Path,
     env: &[(&str, String)],
-    marker: &'static str,
+    marker: Option<&'static str>,
 ) -> (Proc, String, String, Kept) {
     let bin = server_bin();
     let mut cmd = Command::new(&bin);
@@ -100,7 +100,7 @@ pub fn start_stack_keeping(
     let into = Arc::clone(&kept);
     std::thread::spawn(move || {
         while let Ok((_, line)) = rx.recv() {
-            if line.contains(marker) {
+            if marker.is_some_and(|m| line.contains(m)) {
                 into.lock().unwrap().push(line);
             }
         }
