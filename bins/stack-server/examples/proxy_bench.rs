@@ -27,8 +27,14 @@
 //! = the path's percentile minus the direct call's percentile at the same
 //! rate. The `steal` column is the share of the machine's CPU time the
 //! hypervisor gave to other guests during the path's slices: on a VM, a
-//! slice with steal shows stalls that are not the path's. STACK runs on SQLite (`synchronous=FULL`, so every audit append is
-//! fsynced) unless `STACK_BENCH_DATABASE_URL` names a PostgreSQL database.
+//! slice with steal shows stalls that are not the path's. For nginx and
+//! STACK (processes of their own) the table also gives the server's CPU
+//! time and context switches (all threads, voluntary and involuntary) per
+//! answered call, read from `/proc` around their slices. STACK runs on
+//! SQLite (`synchronous=FULL`, so every audit append is fsynced) unless
+//! `STACK_BENCH_DATABASE_URL` names a PostgreSQL database; `TMPDIR` on a
+//! tmpfs (`/dev/shm`) takes the disk's flush out of STACK and the durable
+//! floor alike.
 //!
 //! Env: `STACK_SERVER_BIN` (default `target/release/stack-server`),
 //! `STACK_BENCH_FLOOR` (`0`: no floor paths), `STACK_BENCH_STEPS` (`1`: also
@@ -51,7 +57,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, cpu_ticks, start_stack_keeping, steal_ticks, ticks_per_second};
+use common::{
+    Proc, context_switches, cpu_ticks, start_stack_keeping, steal_ticks, ticks_per_second,
+};
 use serde_json::{Value, json};
 
 /// The smallest added latency a ratio divides by, µs.
@@ -343,6 +351,9 @@ struct Run {
     /// The serving process's CPU time per answered call, µs (`None` when
     /// the path has no process of its own to read).
     cpu_us: Option<f64>,
+    /// The serving process's context switches per answered call (all its
+    /// threads, voluntary and involuntary).
+    switches: Option<f64>,
     /// CPU time the hypervisor took from the machine during the path's
     /// slices, as a share of their CPU time (all CPUs).
     steal: f64,
@@ -356,6 +367,8 @@ struct Samples {
     first_error: Option<String>,
     /// CPU clock ticks of the serving process during the slices.
     cpu_ticks: Option<u64>,
+    /// Context switches of the serving process during the slices.
+    switches: Option<u64>,
     /// Machine-wide steal ticks during the slices, and the slices' length.
     steal_ticks: u64,
     elapsed: Duration,
@@ -368,6 +381,10 @@ impl Samples {
             .cpu_ticks
             .filter(|_| !self.lat.is_empty())
             .map(|t| t as f64 * 1e6 / ticks_per_second().max(1) as f64 / self.lat.len() as f64);
+        let switches = self
+            .switches
+            .filter(|_| !self.lat.is_empty())
+            .map(|n| n as f64 / self.lat.len() as f64);
         let lat = &self.lat;
         let pct = |p: f64| {
             if lat.is_empty() {
@@ -391,6 +408,7 @@ impl Samples {
             errors: self.errors,
             first_error: self.first_error,
             cpu_us,
+            switches,
         }
     }
 }
@@ -478,14 +496,16 @@ async fn run_interleaved(
         };
         for i in order {
             let pid = pids.get(i).copied().flatten();
-            let before = pid.map(cpu_ticks);
+            let before = pid.map(|p| (cpu_ticks(p), context_switches(p)));
             let (stolen, began) = (steal_ticks(), Instant::now());
             run_slice(&paths[i], &clients[i], rate, slice, &mut samples[i], true).await;
             samples[i].steal_ticks += steal_ticks().saturating_sub(stolen);
             samples[i].elapsed += began.elapsed();
-            if let (Some(pid), Some(before)) = (pid, before) {
-                let spent = cpu_ticks(pid).saturating_sub(before);
+            if let (Some(pid), Some((ticks, switches))) = (pid, before) {
+                let spent = cpu_ticks(pid).saturating_sub(ticks);
                 *samples[i].cpu_ticks.get_or_insert(0) += spent;
+                let switched = context_switches(pid).saturating_sub(switches);
+                *samples[i].switches.get_or_insert(0) += switched;
             }
         }
     }
@@ -572,10 +592,16 @@ async fn main() {
         body: json!({"service": "custom", "method": "GET", "url": format!("{origin}{resource}")})
             .to_string(),
     });
-    // Only STACK's CPU is read: nginx serves from a worker process.
+    // The processes whose CPU time and context switches are read: STACK's
+    // and nginx's (one process: `master_process off`). The floors run in
+    // this process, with the load generator, so theirs cannot be told apart.
     let pids: Vec<Option<u32>> = paths
         .iter()
-        .map(|p| matches!(p, Route::Stack { .. }).then(|| stack.0.id()))
+        .map(|p| match p {
+            Route::Stack { .. } => Some(stack.0.id()),
+            Route::Nginx(_) => nginx.as_ref().map(|(proc, _)| proc.0.id()),
+            _ => None,
+        })
         .collect();
     let clients: Vec<reqwest::Client> = paths
         .iter()
@@ -602,9 +628,9 @@ async fn main() {
     );
     println!();
     println!(
-        "| rate (req/s) | path | p50 | p99 | max | added p50 | added p99 | errors | server CPU per call | steal |"
+        "| rate (req/s) | path | p50 | p99 | max | added p50 | added p99 | errors | server CPU per call | server switches per call | steal |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for &rate in &rates {
         let runs = run_interleaved(&paths, &pids, &clients, rate, secs, rounds).await;
@@ -624,8 +650,11 @@ async fn main() {
             let cpu = r
                 .cpu_us
                 .map_or_else(|| "—".to_owned(), |us| format!("{us:.0} µs"));
+            let switches = r
+                .switches
+                .map_or_else(|| "—".to_owned(), |n| format!("{n:.1}"));
             println!(
-                "| {rate} | {} | {} | {} | {} | {a50} | {a99} | {} | {cpu} | {:.1} % |",
+                "| {rate} | {} | {} | {} | {} | {a50} | {a99} | {} | {cpu} | {switches} | {:.1} % |",
                 p.label(),
                 ms(r.p50),
                 ms(r.p99),

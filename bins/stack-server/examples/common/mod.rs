@@ -122,6 +122,27 @@ pub fn cpu_ticks(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Context switches of a process so far, voluntary and involuntary, summed
+/// over its live threads (`/proc/PID/task/*/status`, Linux), 0 elsewhere.
+/// A thread that exits takes its count with it, so a process that starts
+/// and ends threads under load is undercounted.
+#[allow(dead_code)] // not every example reads it
+pub fn context_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("status")).ok())
+        .flat_map(|status| {
+            status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .collect::<Vec<_>>()
+        })
+        .sum()
+}
+
 /// Clock ticks the hypervisor took from this machine's CPUs (`steal`, the
 /// eighth figure of `/proc/stat`'s `cpu` line), all CPUs together; 0 where
 /// it cannot be read. A noisy neighbour on a VM shows here.
