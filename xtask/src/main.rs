@@ -283,8 +283,9 @@ fn bench(root: &Path, name: Option<&str>, rest: &[String]) -> anyhow::Result<()>
 
 /// `bench proxy`: latency added by STACK's proxy next to nginx as a plain
 /// reverse proxy (installed with apt-get when missing and possible) and
-/// the two floor paths of `proxy_bench` (a bare hyper proxy, with and
-/// without a durable append per call).
+/// the three floor paths of `proxy_bench` (a bare hyper proxy; the same
+/// with a durable append per call flushed during the upstream call; and
+/// with it flushed after the upstream has answered).
 fn bench_proxy(root: &Path, rest: &[String]) -> anyhow::Result<()> {
     let has_nginx = || {
         Command::new("nginx")

@@ -3,10 +3,12 @@
 //! `Authorization` header), and through STACK's `POST /v1/proxy` (passport
 //! verification, grant and constraint checks, credential injection and a
 //! durable audit append), all on loopback, in one run, at fixed request
-//! rates. Two more paths give the floor of the design: a minimal Rust
+//! rates. Three more paths give the floor of the design: a minimal Rust
 //! reverse proxy on hyper that only forwards with the credential header,
-//! and the same with a 300-byte `fdatasync`ed append per call overlapped
-//! with the upstream call (`STACK_BENCH_FLOOR=0` leaves them out).
+//! the same with a 300-byte `fdatasync`ed append per call overlapped with
+//! the upstream call, and the same with the append flushed after the
+//! upstream has answered, as a record of the answer must be
+//! (`STACK_BENCH_FLOOR=0` leaves them out).
 //!
 //! ```text
 //! cargo xtask bench proxy [SECONDS_PER_RATE] [RATES] [ROUNDS]
@@ -98,10 +100,13 @@ fn start_upstream() -> u16 {
 /// a reverse proxy that does nothing but forward to the upstream with the
 /// credential header. With `log`, every call also appends 300 bytes to
 /// that file and waits for `fdatasync` before it answers, the flush running
-/// on a blocking thread *while* the upstream call is in flight: the
-/// cheapest way to make a record of each call durable before its answer
-/// leaves. Measures what the target leaves for everything else.
-fn start_floor(upstream: u16, log: Option<std::path::PathBuf>) -> u16 {
+/// on a blocking thread: with [`Durable::During`] *while* the upstream call
+/// is in flight, the cheapest way to make a record of each call durable
+/// before its answer leaves; with [`Durable::After`] once the upstream has
+/// answered, as a record that holds the answer (STACK's audit entry holds
+/// its status, duration and scan) must. Measures what the target leaves for
+/// everything else.
+fn start_floor(upstream: u16, durable: Durable, log: Option<std::path::PathBuf>) -> u16 {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
     let log = log.map(|p| {
@@ -127,18 +132,25 @@ fn start_floor(upstream: u16, log: Option<std::path::PathBuf>) -> u16 {
                 let r = client.get(url).bearer_auth(SECRET).send().await?;
                 r.bytes().await
             };
-            let answer = match log {
-                Some(log) => {
-                    let flush = tokio::task::spawn_blocking(move || {
-                        let mut f = log.lock().unwrap();
-                        f.write_all(&[b'x'; 300])?;
-                        f.sync_data()
-                    });
-                    let (answer, flushed) = tokio::join!(forward, flush);
+            let flush = move |log: Arc<Mutex<std::fs::File>>| {
+                tokio::task::spawn_blocking(move || {
+                    let mut f = log.lock().unwrap();
+                    f.write_all(&[b'x'; 300])?;
+                    f.sync_data()
+                })
+            };
+            let answer = match (log, durable) {
+                (Some(log), Durable::During) => {
+                    let (answer, flushed) = tokio::join!(forward, flush(log));
                     flushed.unwrap().unwrap();
                     answer
                 }
-                None => forward.await,
+                (Some(log), Durable::After) => {
+                    let answer = forward.await;
+                    flush(log).await.unwrap().unwrap();
+                    answer
+                }
+                (None, _) | (_, Durable::No) => forward.await,
             };
             match answer {
                 Ok(body) => axum::response::IntoResponse::into_response((
@@ -282,12 +294,32 @@ async fn set_up_stack(base: &str, key: &str, origin: &str) -> String {
     pp["token"].as_str().unwrap().to_owned()
 }
 
+/// Whether and when a floor path makes its record durable.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durable {
+    No,
+    /// Flushed while the upstream call is in flight.
+    During,
+    /// Flushed once the upstream has answered.
+    After,
+}
+
+impl Durable {
+    fn log_name(self) -> &'static str {
+        match self {
+            Self::No => "floor-none.bin",
+            Self::During => "floor-during.bin",
+            Self::After => "floor-after.bin",
+        }
+    }
+}
+
 #[derive(Clone)]
 enum Route {
     Direct(String),
     Nginx(String),
-    /// [`start_floor`] without (`false`) or with (`true`) the durable append.
-    Floor(String, bool),
+    /// [`start_floor`], without or with the durable append.
+    Floor(String, Durable),
     Stack {
         url: String,
         key: String,
@@ -301,8 +333,9 @@ impl Route {
         match self {
             Self::Direct(_) => "direct",
             Self::Nginx(_) => "nginx",
-            Self::Floor(_, false) => "floor: hyper proxy",
-            Self::Floor(_, true) => "floor: hyper proxy + fdatasync",
+            Self::Floor(_, Durable::No) => "floor: hyper proxy",
+            Self::Floor(_, Durable::During) => "floor: hyper proxy + fdatasync",
+            Self::Floor(_, Durable::After) => "floor: hyper proxy + fdatasync after",
             Self::Stack { .. } => "STACK",
         }
     }
@@ -574,11 +607,11 @@ async fn main() {
     if let Some((_, port)) = &nginx {
         paths.push(Route::Nginx(format!("http://127.0.0.1:{port}{resource}")));
     }
-    // STACK_BENCH_FLOOR=0 leaves the two floor paths out.
+    // STACK_BENCH_FLOOR=0 leaves the floor paths out.
     if std::env::var("STACK_BENCH_FLOOR").map_or(true, |v| v != "0") {
-        for durable in [false, true] {
-            let log = durable.then(|| data.join("floor-log.bin"));
-            let port = start_floor(upstream, log);
+        for durable in [Durable::No, Durable::During, Durable::After] {
+            let log = (durable != Durable::No).then(|| data.join(durable.log_name()));
+            let port = start_floor(upstream, durable, log);
             paths.push(Route::Floor(
                 format!("http://127.0.0.1:{port}{resource}"),
                 durable,
@@ -672,7 +705,10 @@ async fn main() {
             // turning the ratio into noise.
             let ng = runs[1].p99.saturating_sub(direct.p99).max(FLOOR_US);
             for (p, r) in paths.iter().zip(&runs) {
-                if matches!(p, Route::Stack { .. } | Route::Floor(_, true)) {
+                if matches!(
+                    p,
+                    Route::Stack { .. } | Route::Floor(_, Durable::During | Durable::After)
+                ) {
                     let added = r.p99.saturating_sub(direct.p99);
                     ratios.push((rate, p.label(), added as f64 / ng as f64));
                 }
