@@ -106,14 +106,14 @@ fn start_upstream() -> u16 {
 /// answered, as a record that holds the answer (STACK's audit entry holds
 /// its status, duration and scan) must. Measures what the target leaves for
 /// everything else.
-fn start_floor(upstream: u16, durable: Durable, log: Option<std::path::PathBuf>) -> u16 {
+fn start_floor(upstream: u16, durable: Durable, dir: &Path) -> u16 {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
-    let log = log.map(|p| {
+    let log = durable.log_name().map(|name| {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(p)
+            .open(dir.join(name))
             .unwrap();
         Arc::new(Mutex::new(f))
     });
@@ -140,17 +140,17 @@ fn start_floor(upstream: u16, durable: Durable, log: Option<std::path::PathBuf>)
                 })
             };
             let answer = match (log, durable) {
+                (None, _) => forward.await,
                 (Some(log), Durable::During) => {
                     let (answer, flushed) = tokio::join!(forward, flush(log));
                     flushed.unwrap().unwrap();
                     answer
                 }
-                (Some(log), Durable::After) => {
+                (Some(log), _) => {
                     let answer = forward.await;
                     flush(log).await.unwrap().unwrap();
                     answer
                 }
-                (None, _) | (_, Durable::No) => forward.await,
             };
             match answer {
                 Ok(body) => axum::response::IntoResponse::into_response((
@@ -295,7 +295,7 @@ async fn set_up_stack(base: &str, key: &str, origin: &str) -> String {
 }
 
 /// Whether and when a floor path makes its record durable.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Durable {
     No,
     /// Flushed while the upstream call is in flight.
@@ -305,11 +305,12 @@ enum Durable {
 }
 
 impl Durable {
-    fn log_name(self) -> &'static str {
+    /// The file the floor appends its records to, in the data directory.
+    fn log_name(self) -> Option<&'static str> {
         match self {
-            Self::No => "floor-none.bin",
-            Self::During => "floor-during.bin",
-            Self::After => "floor-after.bin",
+            Self::No => None,
+            Self::During => Some("floor-during.bin"),
+            Self::After => Some("floor-after.bin"),
         }
     }
 }
@@ -610,8 +611,7 @@ async fn main() {
     // STACK_BENCH_FLOOR=0 leaves the floor paths out.
     if std::env::var("STACK_BENCH_FLOOR").map_or(true, |v| v != "0") {
         for durable in [Durable::No, Durable::During, Durable::After] {
-            let log = (durable != Durable::No).then(|| data.join(durable.log_name()));
-            let port = start_floor(upstream, durable, log);
+            let port = start_floor(upstream, durable, &data);
             paths.push(Route::Floor(
                 format!("http://127.0.0.1:{port}{resource}"),
                 durable,
