@@ -12,6 +12,10 @@
 //! it and moves the head, all inside the caller's transaction. A unique index
 //! on `(operator_id, seq)` is the backstop: a fork cannot be committed.
 //!
+//! On SQLite a proxied call's record is committed by a connection of its
+//! own on a thread it owns ([`owned`], rusqlite), and a second such thread
+//! checkpoints the WAL, so that no commit has to.
+//!
 //! What it does not do: no business rules. It stores what `stack-app` decided.
 #![forbid(unsafe_code)]
 
@@ -20,6 +24,7 @@ pub mod entity;
 mod intents;
 pub mod migration;
 mod oauth;
+mod owned;
 mod passports;
 mod scan;
 mod services;
@@ -81,6 +86,9 @@ pub struct Db {
     /// How many records found the remembered head moved and were made
     /// again (see [`Db::stale_head_retries`]).
     stale_heads: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// SQLite: the write connection on a thread of STACK's own that
+    /// commits proxied calls' records ([`owned`]). `None` on PostgreSQL.
+    owned: Option<owned::OwnedWriter>,
 }
 
 /// Remembered chain heads (see [`Db`]). Bounded: cleared when full.
@@ -145,14 +153,26 @@ impl Db {
             DbConfig::Postgres { .. } => conn.clone(),
         };
         let backend = conn.get_database_backend();
-        let db = Self {
+        let mut db = Self {
             conn,
             writer,
             backend,
             heads: std::sync::Arc::default(),
             stale_heads: std::sync::Arc::default(),
+            owned: None,
         };
         db.migrate().await?;
+        if let DbConfig::Sqlite { path } = config {
+            db.owned = Some(
+                owned::OwnedWriter::open(path, SQLITE_WAL_AUTOCHECKPOINT_PAGES).map_err(|e| {
+                    tracing::error!(error = %e, "cannot open the SQLite writer");
+                    Error::new(
+                        stack_core::ErrorCode::Unavailable,
+                        "cannot connect to the database",
+                    )
+                })?,
+            );
+        }
         Ok(db)
     }
 
@@ -220,6 +240,15 @@ impl Db {
     /// held. A counter for tests and diagnostics; always 0 on PostgreSQL.
     pub fn stale_head_retries(&self) -> u64 {
         self.stale_heads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// SQLite: how many times the background checkpointer copied WAL
+    /// frames into the database file (see [`owned`]). A counter for tests
+    /// and diagnostics; always 0 on PostgreSQL.
+    pub fn background_checkpoints(&self) -> u64 {
+        self.owned
+            .as_ref()
+            .map_or(0, owned::OwnedWriter::checkpoints)
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -405,118 +434,40 @@ async fn execute_batch(txn: &DatabaseTransaction, writes: Vec<Statement>) -> Res
 /// runs (`docs/benchmarks.md`, proxy, Round 7).
 const SQLITE_WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 
-/// Per-connection (`TEMP`) table whose only purpose is to fail a batch:
-/// a row other than `ok = 1` violates its CHECK.
-const SQLITE_GUARD_TABLE: &str =
-    "CREATE TEMP TABLE IF NOT EXISTS stack_write_guard (ok INTEGER NOT NULL CHECK (ok = 1))";
-
-/// A statement that fails (CHECK violation on `stack_write_guard`) unless
-/// the statement just before it changed exactly one row; placed after a
-/// guarded update in a [`sqlite_one_shot_with`] batch.
-fn sqlite_guard() -> Statement {
-    Statement::from_string(
-        DatabaseBackend::Sqlite,
-        "INSERT INTO temp.stack_write_guard (ok) SELECT changes() WHERE changes() <> 1",
-    )
-}
-
-/// A failed [`sqlite_one_shot_with`] that lost to another writer: a guard
-/// fired, or the remembered head's successor `seq` already exists.
-fn is_stale_head(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => matches!(
-            db.kind(),
-            sqlx::error::ErrorKind::UniqueViolation | sqlx::error::ErrorKind::CheckViolation
-        ),
-        _ => false,
-    }
-}
-
-/// [`sqlite_one_shot_with`] with fixed writes (tests).
-#[cfg(test)]
-async fn sqlite_one_shot(
-    writer: &DatabaseConnection,
-    writes: Vec<Statement>,
-) -> std::result::Result<(), sqlx::Error> {
-    sqlite_one_shot_with(writer, move || Some((writes, |_| ())))
-        .await
-        .map(|_| ())
-}
-
-/// Runs the writes `build` makes, once the writer connection is held, as
-/// one SQLite transaction in a single hand-off to that connection's worker
-/// thread: `BEGIN IMMEDIATE`, the writes in order, `COMMIT`, as one
-/// `;`-separated batch (each statement binds its own `?` parameters in
-/// turn). The first failing statement stops the batch; the transaction is
-/// then rolled back on the same connection before the connection goes back
-/// to the pool (closed instead, should that fail). It runs in a task of its
-/// own, so a caller that gives up waiting (a client that disconnects) can
-/// neither leave the transaction half done nor lose a write that was about
-/// to commit. `writer` must be SQLite.
-///
-/// The SQLite writer pool has exactly one connection, so while `build` and
-/// the batch run no other write of this process can commit: what `build`
+/// Runs `build`'s writes on the owned SQLite writer ([`owned`]) while this
+/// process's single sqlx writer connection is held, so that no other write
+/// of this process holds SQLite's write lock meanwhile (it would meet
+/// `SQLITE_BUSY` and sleep in the busy handler), and so that what `build`
 /// reads from memory that only committed writes change (a remembered chain
-/// head) is current for the batch, and the `finish` it returns (called with
-/// whether the batch committed, before the connection is released) updates
-/// it before the next writer looks. Concurrent calls thus never build on
-/// the same head, which before this cost each of them a failed batch and a
-/// slow retry whenever a queue formed behind a slow commit (a WAL
-/// checkpoint): stalls of 25–100 ms at 300 calls/s.
+/// head) is current for the batch: `finish` updates it before the gate is
+/// released. Concurrent calls thus never build on the same head, which
+/// would cost each of them a failed batch and a slow retry whenever a queue
+/// formed behind a slow commit (a WAL checkpoint).
 ///
-/// `build` returning `None` writes nothing: `Ok(None)`. Otherwise the batch
-/// committed and the result is what `finish(true)` returned.
+/// It runs in a task of its own, so a caller that gives up waiting (a
+/// client that disconnects) can neither leave the transaction half done
+/// nor lose a write that was about to commit.
 async fn sqlite_one_shot_with<B, C, T>(
-    writer: &DatabaseConnection,
+    gate: &DatabaseConnection,
+    owned: &owned::OwnedWriter,
     build: B,
-) -> std::result::Result<Option<T>, sqlx::Error>
+) -> std::result::Result<Option<T>, owned::BatchError>
 where
-    B: FnOnce() -> Option<(Vec<Statement>, C)> + Send + 'static,
-    C: FnOnce(bool) -> T + Send,
+    B: FnOnce() -> Option<(Vec<owned::Write>, C)> + Send + 'static,
+    C: FnOnce(bool) -> T + 'static,
     T: Send + 'static,
 {
-    let pool = writer.get_sqlite_connection_pool().clone();
+    let pool = gate.get_sqlite_connection_pool().clone();
+    let owned = owned.clone();
     tokio::spawn(async move {
-        let mut conn = pool.acquire().await?;
-        let Some((writes, finish)) = build() else {
-            return Ok(None);
-        };
-        let mut sql = String::with_capacity(1024);
-        sql.push_str(SQLITE_GUARD_TABLE);
-        sql.push_str(";\nBEGIN IMMEDIATE;\n");
-        let mut values = Vec::new();
-        for w in writes {
-            sql.push_str(&w.sql);
-            sql.push_str(";\n");
-            values.extend(w.values.map(|v| v.0).unwrap_or_default());
-        }
-        sql.push_str("COMMIT");
-        let done = sqlx::query_with(
-            sqlx::AssertSqlSafe(sql.as_str()),
-            sea_query_sqlx::SqlxValues(sea_orm::Values(values)),
-        )
-        .execute(&mut *conn)
-        .await;
-        match done {
-            Ok(_) => Ok(Some(finish(true))),
-            Err(e) => {
-                finish(false);
-                if sqlx::raw_sql(sqlx::AssertSqlSafe("ROLLBACK"))
-                    .execute(&mut *conn)
-                    .await
-                    .is_err()
-                {
-                    // Failed before `BEGIN`, or the connection is unusable:
-                    // either way it must not be reused with a transaction
-                    // possibly open.
-                    conn.close_on_drop();
-                }
-                Err(e)
-            }
-        }
+        let _held = pool
+            .acquire()
+            .await
+            .map_err(|e| owned::BatchError::Failed(e.to_string()))?;
+        owned.run(build).await
     })
     .await
-    .map_err(|_| sqlx::Error::WorkerCrashed)?
+    .map_err(|_| owned::BatchError::Failed("the record's task failed".into()))?
 }
 
 async fn commit(txn: DatabaseTransaction) -> Result<()> {
@@ -896,56 +847,169 @@ mod tests {
         }
     }
 
+    fn write(statement: Statement) -> owned::Write {
+        owned::Write {
+            statement,
+            guarded: false,
+        }
+    }
+
+    fn guarded(statement: Statement) -> owned::Write {
+        owned::Write {
+            statement,
+            guarded: true,
+        }
+    }
+
+    async fn one_shot(
+        db: &Db,
+        writes: Vec<owned::Write>,
+    ) -> std::result::Result<(), owned::BatchError> {
+        let owned = db.owned.as_ref().unwrap();
+        sqlite_one_shot_with(&db.writer, owned, move || Some((writes, |_| ())))
+            .await
+            .map(|_| ())
+    }
+
+    #[tokio::test]
+    async fn the_owned_writer_uses_the_same_durability_settings() {
+        let (_dir, db) = scratch().await;
+        let owned = db.owned.as_ref().unwrap();
+        for (pragma, expected) in [
+            ("journal_mode", "wal".to_owned()),
+            ("synchronous", "2".to_owned()),
+            ("foreign_keys", "1".to_owned()),
+            (
+                "wal_autocheckpoint",
+                SQLITE_WAL_AUTOCHECKPOINT_PAGES.to_string(),
+            ),
+        ] {
+            assert_eq!(owned.pragma(pragma).await.unwrap(), expected, "{pragma}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wal_is_checkpointed_in_the_background_without_a_commit_doing_it() {
+        let (_dir, db) = scratch().await;
+        // Far below `wal_autocheckpoint`: no commit checkpoints.
+        for n in 0..20 {
+            one_shot(&db, vec![write(insert(&format!("k{n}"), n))])
+                .await
+                .unwrap();
+        }
+        let before = db.background_checkpoints();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while db.background_checkpoints() == before {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint in 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The frames are in the database file: a read that ignores the WAL
+        // (an immutable open of the file alone) sees every row.
+        let path = _dir.path().join("stack.db");
+        let file = rusqlite::Connection::open_with_flags(
+            format!("file:{}?immutable=1", path.display()),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        let n: i64 = file
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 20);
+    }
+
     #[tokio::test]
     async fn a_one_shot_batch_commits_all_or_nothing_and_leaves_no_transaction_open() {
         let (_dir, db) = scratch().await;
         // Parameters bind statement by statement.
-        sqlite_one_shot(&db.writer, vec![insert("a", 1), insert("b", 2)])
+        one_shot(&db, vec![write(insert("a", 1)), write(insert("b", 2))])
             .await
             .unwrap();
         assert_eq!(rows(&db).await, [("a".into(), 1), ("b".into(), 2)]);
 
-        // A guarded update that changes nothing fails the batch at its guard;
+        // A guarded update that changes nothing fails the batch as stale;
         // the write before it is rolled back.
         let stale = vec![
-            insert("c", 3),
-            sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 99"),
-            sqlite_guard(),
-            insert("d", 4),
+            write(insert("c", 3)),
+            guarded(sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 99")),
+            write(insert("d", 4)),
         ];
-        let e = sqlite_one_shot(&db.writer, stale).await.unwrap_err();
-        assert!(is_stale_head(&e), "{e}");
+        let e = one_shot(&db, stale).await.unwrap_err();
+        assert!(matches!(e, owned::BatchError::Stale), "{e}");
         assert_eq!(rows(&db).await.len(), 2);
 
-        // The guard passes when the update changed its row.
+        // It passes when the update changed its row.
         let fresh = vec![
-            sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 2"),
-            sqlite_guard(),
-            insert("c", 3),
+            guarded(sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 2")),
+            write(insert("c", 3)),
         ];
-        sqlite_one_shot(&db.writer, fresh).await.unwrap();
+        one_shot(&db, fresh).await.unwrap();
         assert_eq!(
             rows(&db).await,
             [("a".into(), 1), ("b".into(), 20), ("c".into(), 3)]
         );
 
-        // A unique violation is "stale" too; any other failure is not, and
-        // neither leaves the transaction open on the (single) writer
-        // connection: the next batches and a sea-orm transaction work.
-        let e = sqlite_one_shot(&db.writer, vec![insert("e", 5), insert("a", 9)])
+        // A unique violation is stale too; any other failure is not, and
+        // neither leaves a transaction open or the write lock held: the next
+        // batches and a sea-orm transaction on the sqlx writer work.
+        let e = one_shot(&db, vec![write(insert("e", 5)), write(insert("a", 9))])
             .await
             .unwrap_err();
-        assert!(is_stale_head(&e), "{e}");
-        let e = sqlite_one_shot(&db.writer, vec![insert("e", 5), sql("SELECT nope FROM t")])
-            .await
-            .unwrap_err();
-        assert!(!is_stale_head(&e), "{e}");
-        sqlite_one_shot(&db.writer, vec![insert("e", 5)])
-            .await
-            .unwrap();
+        assert!(matches!(e, owned::BatchError::Stale), "{e}");
+        let e = one_shot(
+            &db,
+            vec![write(insert("e", 5)), write(sql("SELECT nope FROM t"))],
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, owned::BatchError::Failed(_)), "{e}");
+        one_shot(&db, vec![write(insert("e", 5))]).await.unwrap();
         let txn = db.write_txn().await.unwrap();
         txn.execute_raw(insert("f", 6)).await.unwrap();
         commit(txn).await.unwrap();
         assert_eq!(rows(&db).await.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_owned_writer_binds_values_as_sqlx_does() {
+        let (_dir, db) = scratch().await;
+        db.writer
+            .execute_unprepared("CREATE TABLE v (i INTEGER, r REAL, s TEXT, b BLOB, z TEXT)")
+            .await
+            .unwrap();
+        let row = Statement::from_sql_and_values(
+            DatabaseBackend::Sqlite,
+            "INSERT INTO v (i, r, s, b, z) VALUES (?, ?, ?, ?, ?)",
+            [
+                true.into(),
+                1.5f64.into(),
+                "x\u{e9}".into(),
+                vec![0u8, 255].into(),
+                sea_orm::Value::String(None),
+            ],
+        );
+        one_shot(&db, vec![write(row)]).await.unwrap();
+        let got = db
+            .writer
+            .query_one_raw(sql("SELECT typeof(i), i, r, s, hex(b), z IS NULL FROM v"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.try_get_by_index::<String>(0).unwrap(), "integer");
+        assert_eq!(got.try_get_by_index::<i64>(1).unwrap(), 1);
+        assert!((got.try_get_by_index::<f64>(2).unwrap() - 1.5).abs() < f64::EPSILON);
+        assert_eq!(got.try_get_by_index::<String>(3).unwrap(), "x\u{e9}");
+        assert_eq!(got.try_get_by_index::<String>(4).unwrap(), "00FF");
+        assert!(got.try_get_by_index::<bool>(5).unwrap());
+        // An unsigned value beyond SQLite's integers fails the batch.
+        let big = Statement::from_sql_and_values(
+            DatabaseBackend::Sqlite,
+            "INSERT INTO v (i) VALUES (?)",
+            [u64::MAX.into()],
+        );
+        let e = one_shot(&db, vec![write(big)]).await.unwrap_err();
+        assert!(matches!(e, owned::BatchError::Failed(_)), "{e}");
     }
 }

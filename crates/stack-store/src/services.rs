@@ -18,7 +18,7 @@ use stack_app::proxy::{ProxyOperation, ProxyReads, ProxyReadsQuery};
 
 use crate::entity::{connection, grant, operator_key, proxy_operation, usage_meter};
 use crate::passports::{from_doc, to_doc};
-use crate::{Db, append_after, append_in, append_writes, commit, db_err, execute_batch};
+use crate::{Db, append_after, append_in, append_writes, commit, db_err, execute_batch, owned};
 
 #[async_trait]
 impl ServiceStore for Db {
@@ -535,18 +535,31 @@ impl Db {
         meter: Option<(&str, &str)>,
         done: Option<&ProxyOperation>,
     ) -> Result<Option<AuditEntry>> {
+        let Some(owned) = &self.owned else {
+            return Ok(None);
+        };
         let backend = self.backend;
         let heads = std::sync::Arc::clone(&self.heads);
         let operator = operator_id.to_owned();
         let others = call_writes(backend, operator_id, meter, done)?;
-        let built = crate::sqlite_one_shot_with(&self.writer, move || {
+        let built = crate::sqlite_one_shot_with(&self.writer, owned, move || {
             let head = heads.get(&operator)?;
-            let (entry, mut writes) = append_after(backend, &operator, &head, audit, true);
+            let (entry, writes) = append_after(backend, &operator, &head, audit, true);
             // `writes` = [insert the entry, move the head (guarded)]: the
-            // guard right after the head move fails the batch unless it
-            // changed its row.
-            writes.push(crate::sqlite_guard());
-            writes.extend(others);
+            // batch is stale unless the head move changed its row (or if
+            // the entry's `seq` is taken).
+            let writes = writes
+                .into_iter()
+                .enumerate()
+                .map(|(i, statement)| owned::Write {
+                    statement,
+                    guarded: i == 1,
+                })
+                .chain(others.into_iter().map(|statement| owned::Write {
+                    statement,
+                    guarded: false,
+                }))
+                .collect();
             let finish = move |committed: bool| {
                 if committed {
                     heads.put(&operator, head_of(&entry));
@@ -560,15 +573,14 @@ impl Db {
         .await;
         match built {
             Ok(written) => Ok(written),
-            Err(e) => {
-                if crate::is_stale_head(&e) {
-                    self.stale_heads
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    Ok(None)
-                } else {
-                    tracing::error!(error = %e, "database error");
-                    Err(Error::internal("database error"))
-                }
+            Err(owned::BatchError::Stale) => {
+                self.stale_heads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(owned::BatchError::Failed(e)) => {
+                tracing::error!(error = %e, "database error");
+                Err(Error::internal("database error"))
             }
         }
     }
