@@ -264,7 +264,12 @@ impl Db {
         &self.conn
     }
 
+    /// Closes the connections: on SQLite the owned writer and checkpointer
+    /// first, after the records already sent to them are committed.
     pub async fn close(self) -> Result<()> {
+        if let Some(owned) = &self.owned {
+            owned.close().await;
+        }
         if self.backend == DatabaseBackend::Sqlite {
             self.writer.close().await.map_err(db_err)?;
         }
@@ -970,6 +975,35 @@ mod tests {
         txn.execute_raw(insert("f", 6)).await.unwrap();
         commit(txn).await.unwrap();
         assert_eq!(rows(&db).await.len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_loses_its_answer_not_the_writer() {
+        let (_dir, db) = scratch().await;
+        let owned = db.owned.as_ref().unwrap();
+        type Built = Option<(Vec<owned::Write>, fn(bool))>;
+        let panics = owned.run(|| -> Built { panic!("a job that panics") }).await;
+        assert!(matches!(panics, Err(owned::BatchError::Failed(_))));
+        one_shot(&db, vec![write(insert("a", 1))]).await.unwrap();
+        assert_eq!(rows(&db).await, [("a".into(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn close_commits_what_was_sent_and_closes_every_connection() {
+        let (dir, db) = scratch().await;
+        one_shot(&db, vec![write(insert("a", 1))]).await.unwrap();
+        let clone = db.clone();
+        db.close().await.unwrap();
+        // The last connection to close checkpoints the WAL and removes it:
+        // none of the owned ones was left open.
+        assert!(!dir.path().join("stack.db-wal").exists());
+        assert!(one_shot(&clone, vec![write(insert("b", 2))]).await.is_err());
+        let again = Db::connect(&DbConfig::Sqlite {
+            path: dir.path().join("stack.db"),
+        })
+        .await
+        .unwrap();
+        assert_eq!(rows(&again).await, [("a".into(), 1)]);
     }
 
     #[tokio::test]

@@ -19,25 +19,28 @@
 //! [`crate::sqlite_one_shot_with`]).
 
 use std::path::Path;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::Duration;
 
 use rusqlite::types::Value as SqlValue;
 use sea_orm::{Statement, Value};
 
-/// Work for the owning thread.
-type Job = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+/// Work for the owning thread; `None` stops it.
+type Job = Option<Box<dyn FnOnce(&mut rusqlite::Connection) + Send>>;
 
-/// The handle: send jobs to the owning thread. Cheap to clone; the thread
-/// (and the checkpointer's) ends, closing its connection, once every handle
-/// is dropped.
+/// The handle: send jobs to the owning thread. Cheap to clone. Both threads
+/// end, closing their connections, on [`OwnedWriter::close`] or once every
+/// handle is dropped.
 #[derive(Clone)]
 pub(crate) struct OwnedWriter {
     jobs: mpsc::Sender<Job>,
-    /// Never sent on: dropping the last handle ends the checkpointer.
-    _checkpointer: mpsc::Sender<()>,
+    /// Sent on (or dropped) to stop the checkpointer.
+    checkpointer: mpsc::Sender<()>,
     /// Background checkpoints that copied frames.
-    checkpoints: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    checkpoints: Arc<AtomicU64>,
+    /// The two threads, for [`OwnedWriter::close`] to wait for.
+    threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
 }
 
 /// How often the checkpointer copies the WAL into the database file.
@@ -87,11 +90,11 @@ impl OwnedWriter {
         let conn = connect(path, wal_autocheckpoint)?;
         conn.set_prepared_statement_cache_capacity(32);
         let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("stack-sqlite-writer".into())
             .spawn(move || {
                 let mut conn = conn;
-                while let Ok(job) = queue.recv() {
+                while let Ok(Some(job)) = queue.recv() {
                     // A job that panics loses its own answer (its caller
                     // gets an error; an open transaction is rolled back as
                     // it unwinds), not the writer.
@@ -103,10 +106,10 @@ impl OwnedWriter {
             })
             .map_err(|e| e.to_string())?;
         let checkpointing = connect(path, wal_autocheckpoint)?;
-        let checkpoints = std::sync::Arc::<std::sync::atomic::AtomicU64>::default();
-        let counted = std::sync::Arc::clone(&checkpoints);
+        let checkpoints = Arc::<AtomicU64>::default();
+        let counted = Arc::clone(&checkpoints);
         let (checkpointer, stop) = mpsc::channel::<()>();
-        std::thread::Builder::new()
+        let checkpointing_thread = std::thread::Builder::new()
             .name("stack-sqlite-checkpoint".into())
             .spawn(move || {
                 let mut last = (0, 0);
@@ -121,7 +124,7 @@ impl OwnedWriter {
                     match done {
                         Ok(now) => {
                             if now.1 > 0 && now != last {
-                                counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                counted.fetch_add(1, Ordering::Relaxed);
                             }
                             last = now;
                         }
@@ -132,14 +135,32 @@ impl OwnedWriter {
             .map_err(|e| e.to_string())?;
         Ok(Self {
             jobs,
-            _checkpointer: checkpointer,
+            checkpointer,
             checkpoints,
+            threads: Arc::new(Mutex::new(vec![writer, checkpointing_thread])),
         })
     }
 
     /// How many background checkpoints copied frames.
     pub(crate) fn checkpoints(&self) -> u64 {
-        self.checkpoints.load(std::sync::atomic::Ordering::Relaxed)
+        self.checkpoints.load(Ordering::Relaxed)
+    }
+
+    /// Stops both threads once the jobs already sent have run, and waits
+    /// for them, so their connections are closed when this returns. Later
+    /// jobs fail (`the SQLite writer thread has stopped`). Idempotent.
+    pub(crate) async fn close(&self) {
+        let _ = self.jobs.send(None);
+        let _ = self.checkpointer.send(());
+        let threads =
+            std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
+        // Joining blocks: off the async worker.
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 
     /// Runs `build`'s writes as one transaction on the owning thread:
@@ -159,7 +180,7 @@ impl OwnedWriter {
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |conn| {
+            .send(Some(Box::new(move |conn| {
                 let Some((writes, finish)) = build() else {
                     let _ = answer.send(Ok(None));
                     return;
@@ -167,7 +188,7 @@ impl OwnedWriter {
                 let done = batch(conn, writes);
                 let out = finish(done.is_ok());
                 let _ = answer.send(done.map(|()| Some(out)));
-            }))
+            })))
             .map_err(|_| BatchError::Failed("the SQLite writer thread has stopped".into()))?;
         answered
             .await
@@ -181,7 +202,7 @@ impl OwnedWriter {
     pub(crate) async fn pragma(&self, name: &'static str) -> Result<String, BatchError> {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.jobs
-            .send(Box::new(move |conn| {
+            .send(Some(Box::new(move |conn| {
                 let got = conn
                     .pragma_query_value(None, name, |r| r.get::<_, rusqlite::types::Value>(0))
                     .map(|v| match v {
@@ -191,7 +212,7 @@ impl OwnedWriter {
                     })
                     .map_err(|e| BatchError::Failed(e.to_string()));
                 let _ = answer.send(got);
-            }))
+            })))
             .map_err(|_| BatchError::Failed("stopped".into()))?;
         answered
             .await
