@@ -190,9 +190,12 @@ impl OwnedWriter {
                 let _ = answer.send(done.map(|()| Some(out)));
             })))
             .map_err(|_| BatchError::Failed("the SQLite writer thread has stopped".into()))?;
-        answered
-            .await
-            .map_err(|_| BatchError::Failed("the SQLite writer thread has stopped".into()))?
+        answered.await.map_err(|_| {
+            BatchError::Failed(
+                "the SQLite write job ended without an answer (it panicked, or the writer stopped)"
+                    .into(),
+            )
+        })?
     }
 }
 
