@@ -81,9 +81,9 @@ impl OwnedWriter {
     /// [`CHECKPOINT_EVERY`] (`PRAGMA wal_checkpoint(PASSIVE)`: it never
     /// takes the write lock, so commits go on meanwhile). Without it the
     /// commit that crosses `wal_autocheckpoint` frames runs the checkpoint
-    /// itself, and that call and every call queued behind it wait: 16–44 ms
-    /// on this project's benchmark disk, at 300 calls/s about 1 % of calls,
-    /// the p99 (`docs/benchmarks.md`, proxy, Round 9). `wal_autocheckpoint`
+    /// itself, and that call and every call queued behind it wait: 16 and
+    /// 44 ms in one benchmark run on disk, which set that run's p99 at 300
+    /// calls/s (`docs/benchmarks.md`, proxy, Round 9). `wal_autocheckpoint`
     /// stays set on every connection as the backstop should the checkpointer
     /// fall behind.
     pub(crate) fn open(path: &Path, wal_autocheckpoint: u32) -> Result<Self, String> {
