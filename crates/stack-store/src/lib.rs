@@ -184,7 +184,7 @@ impl Db {
                     .map_sqlx_sqlite_opts(|o| {
                         o.journal_mode(SqliteJournalMode::Wal)
                             .synchronous(SqliteSynchronous::Full)
-                            .busy_timeout(Duration::from_secs(30))
+                            .busy_timeout(SQLITE_BUSY_TIMEOUT)
                             .foreign_keys(true)
                             .create_if_missing(true)
                             .pragma(
@@ -352,26 +352,22 @@ async fn append_writes(
         hash: head.hash,
         timestamp: head.timestamp,
     };
-    Ok(append_after(
-        txn.get_database_backend(),
-        operator_id,
-        &head,
-        audit,
-        false,
-    ))
+    let (entry, insert, moved) =
+        append_after(txn.get_database_backend(), operator_id, &head, audit, false);
+    Ok((entry, vec![insert, moved]))
 }
 
 /// Seals `audit` after `head` and returns the entry and the two writes that
 /// append it: insert the entry, move the head. `guarded`: the head moves
 /// only if the stored head is still `head` (for a remembered head; the
-/// caller checks that both writes changed a row).
+/// caller treats a move that changed no row as a stale head).
 fn append_after(
     backend: DatabaseBackend,
     operator_id: &str,
     head: &ChainHead,
     audit: NewAudit,
     guarded: bool,
-) -> (AuditEntry, Vec<Statement>) {
+) -> (AuditEntry, Statement, Statement) {
     let entry = stack_audit::seal(operator_id, head, audit.entry_id, audit.now, audit.draft);
     let insert = audit_entry::Entity::insert(convert::entry_to_row(&entry)).build(backend);
     let mut moved = audit_head::Entity::update_many()
@@ -392,8 +388,7 @@ fn append_after(
             .filter(audit_head::Column::Hash.eq(head.hash.as_str()))
             .filter(audit_head::Column::Timestamp.eq(head.timestamp));
     }
-    let moved = moved.build(backend);
-    (entry, vec![insert, moved])
+    (entry, insert, moved.build(backend))
 }
 
 /// Runs `writes` in `txn`, in order. On SQLite they go to the connection's
@@ -438,6 +433,10 @@ async fn execute_batch(txn: &DatabaseTransaction, writes: Vec<Statement>) -> Res
 /// up to ≈ 40 MiB beside the database, and a longer checkpoint when one
 /// runs (`docs/benchmarks.md`, proxy, Round 7).
 const SQLITE_WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
+
+/// How long a SQLite connection waits for another's write lock (the sqlx
+/// pools' and the owned connections' alike).
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `build`'s writes on the owned SQLite writer ([`owned`]) while this
 /// process's single sqlx writer connection is held, so that no other write
@@ -831,6 +830,8 @@ mod tests {
             .collect()
     }
 
+    use owned::Write;
+
     #[tokio::test]
     async fn every_sqlite_connection_checkpoints_after_the_configured_wal_frames() {
         let (_dir, db) = scratch().await;
@@ -849,20 +850,6 @@ mod tests {
                 .unwrap();
             let mode: String = row.try_get_by_index(0).unwrap();
             assert_eq!(mode, "wal");
-        }
-    }
-
-    fn write(statement: Statement) -> owned::Write {
-        owned::Write {
-            statement,
-            guarded: false,
-        }
-    }
-
-    fn guarded(statement: Statement) -> owned::Write {
-        owned::Write {
-            statement,
-            guarded: true,
         }
     }
 
@@ -898,7 +885,7 @@ mod tests {
         let (_dir, db) = scratch().await;
         // Far below `wal_autocheckpoint`: no commit checkpoints.
         for n in 0..20 {
-            one_shot(&db, vec![write(insert(&format!("k{n}"), n))])
+            one_shot(&db, vec![Write::plain(insert(&format!("k{n}"), n))])
                 .await
                 .unwrap();
         }
@@ -929,17 +916,20 @@ mod tests {
     async fn a_one_shot_batch_commits_all_or_nothing_and_leaves_no_transaction_open() {
         let (_dir, db) = scratch().await;
         // Parameters bind statement by statement.
-        one_shot(&db, vec![write(insert("a", 1)), write(insert("b", 2))])
-            .await
-            .unwrap();
+        one_shot(
+            &db,
+            vec![Write::plain(insert("a", 1)), Write::plain(insert("b", 2))],
+        )
+        .await
+        .unwrap();
         assert_eq!(rows(&db).await, [("a".into(), 1), ("b".into(), 2)]);
 
         // A guarded update that changes nothing fails the batch as stale;
         // the write before it is rolled back.
         let stale = vec![
-            write(insert("c", 3)),
-            guarded(sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 99")),
-            write(insert("d", 4)),
+            Write::plain(insert("c", 3)),
+            Write::guarded(sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 99")),
+            Write::plain(insert("d", 4)),
         ];
         let e = one_shot(&db, stale).await.unwrap_err();
         assert!(matches!(e, owned::BatchError::Stale), "{e}");
@@ -947,8 +937,8 @@ mod tests {
 
         // It passes when the update changed its row.
         let fresh = vec![
-            guarded(sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 2")),
-            write(insert("c", 3)),
+            Write::guarded(sql("UPDATE t SET n = 20 WHERE k = 'b' AND n = 2")),
+            Write::plain(insert("c", 3)),
         ];
         one_shot(&db, fresh).await.unwrap();
         assert_eq!(
@@ -959,18 +949,26 @@ mod tests {
         // A unique violation is stale too; any other failure is not, and
         // neither leaves a transaction open or the write lock held: the next
         // batches and a sea-orm transaction on the sqlx writer work.
-        let e = one_shot(&db, vec![write(insert("e", 5)), write(insert("a", 9))])
-            .await
-            .unwrap_err();
+        let e = one_shot(
+            &db,
+            vec![Write::plain(insert("e", 5)), Write::plain(insert("a", 9))],
+        )
+        .await
+        .unwrap_err();
         assert!(matches!(e, owned::BatchError::Stale), "{e}");
         let e = one_shot(
             &db,
-            vec![write(insert("e", 5)), write(sql("SELECT nope FROM t"))],
+            vec![
+                Write::plain(insert("e", 5)),
+                Write::plain(sql("SELECT nope FROM t")),
+            ],
         )
         .await
         .unwrap_err();
         assert!(matches!(e, owned::BatchError::Failed(_)), "{e}");
-        one_shot(&db, vec![write(insert("e", 5))]).await.unwrap();
+        one_shot(&db, vec![Write::plain(insert("e", 5))])
+            .await
+            .unwrap();
         let txn = db.write_txn().await.unwrap();
         txn.execute_raw(insert("f", 6)).await.unwrap();
         commit(txn).await.unwrap();
@@ -984,20 +982,28 @@ mod tests {
         type Built = Option<(Vec<owned::Write>, fn(bool))>;
         let panics = owned.run(|| -> Built { panic!("a job that panics") }).await;
         assert!(matches!(panics, Err(owned::BatchError::Failed(_))));
-        one_shot(&db, vec![write(insert("a", 1))]).await.unwrap();
+        one_shot(&db, vec![Write::plain(insert("a", 1))])
+            .await
+            .unwrap();
         assert_eq!(rows(&db).await, [("a".into(), 1)]);
     }
 
     #[tokio::test]
     async fn close_commits_what_was_sent_and_closes_every_connection() {
         let (dir, db) = scratch().await;
-        one_shot(&db, vec![write(insert("a", 1))]).await.unwrap();
+        one_shot(&db, vec![Write::plain(insert("a", 1))])
+            .await
+            .unwrap();
         let clone = db.clone();
         db.close().await.unwrap();
         // The last connection to close checkpoints the WAL and removes it:
         // none of the owned ones was left open.
         assert!(!dir.path().join("stack.db-wal").exists());
-        assert!(one_shot(&clone, vec![write(insert("b", 2))]).await.is_err());
+        assert!(
+            one_shot(&clone, vec![Write::plain(insert("b", 2))])
+                .await
+                .is_err()
+        );
         let again = Db::connect(&DbConfig::Sqlite {
             path: dir.path().join("stack.db"),
         })
@@ -1024,7 +1030,7 @@ mod tests {
                 sea_orm::Value::String(None),
             ],
         );
-        one_shot(&db, vec![write(row)]).await.unwrap();
+        one_shot(&db, vec![Write::plain(row)]).await.unwrap();
         let got = db
             .writer
             .query_one_raw(sql("SELECT typeof(i), i, r, s, hex(b), z IS NULL FROM v"))
@@ -1043,7 +1049,7 @@ mod tests {
             "INSERT INTO v (i) VALUES (?)",
             [u64::MAX.into()],
         );
-        let e = one_shot(&db, vec![write(big)]).await.unwrap_err();
+        let e = one_shot(&db, vec![Write::plain(big)]).await.unwrap_err();
         assert!(matches!(e, owned::BatchError::Failed(_)), "{e}");
     }
 }

@@ -68,8 +68,24 @@ impl std::fmt::Display for BatchError {
 /// One statement of a batch. `guarded`: the batch fails as
 /// [`BatchError::Stale`] unless it changed exactly one row.
 pub(crate) struct Write {
-    pub(crate) statement: Statement,
-    pub(crate) guarded: bool,
+    statement: Statement,
+    guarded: bool,
+}
+
+impl Write {
+    pub(crate) fn plain(statement: Statement) -> Self {
+        Self {
+            statement,
+            guarded: false,
+        }
+    }
+
+    pub(crate) fn guarded(statement: Statement) -> Self {
+        Self {
+            statement,
+            guarded: true,
+        }
+    }
 }
 
 impl OwnedWriter {
@@ -178,16 +194,27 @@ impl OwnedWriter {
         C: FnOnce(bool) -> T,
         T: Send + 'static,
     {
+        self.ask(move |conn| {
+            let Some((writes, finish)) = build() else {
+                return Ok(None);
+            };
+            let done = batch(conn, writes);
+            let out = finish(done.is_ok());
+            done.map(|()| Some(out))
+        })
+        .await
+    }
+
+    /// Runs `job` on the owning thread and returns its answer.
+    async fn ask<J, T>(&self, job: J) -> Result<T, BatchError>
+    where
+        J: FnOnce(&mut rusqlite::Connection) -> Result<T, BatchError> + Send + 'static,
+        T: Send + 'static,
+    {
         let (answer, answered) = tokio::sync::oneshot::channel();
         self.jobs
             .send(Some(Box::new(move |conn| {
-                let Some((writes, finish)) = build() else {
-                    let _ = answer.send(Ok(None));
-                    return;
-                };
-                let done = batch(conn, writes);
-                let out = finish(done.is_ok());
-                let _ = answer.send(done.map(|()| Some(out)));
+                let _ = answer.send(job(conn));
             })))
             .map_err(|_| BatchError::Failed("the SQLite writer thread has stopped".into()))?;
         answered.await.map_err(|_| {
@@ -203,23 +230,16 @@ impl OwnedWriter {
 impl OwnedWriter {
     /// A setting of the owned connection, as text.
     pub(crate) async fn pragma(&self, name: &'static str) -> Result<String, BatchError> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        self.jobs
-            .send(Some(Box::new(move |conn| {
-                let got = conn
-                    .pragma_query_value(None, name, |r| r.get::<_, rusqlite::types::Value>(0))
-                    .map(|v| match v {
-                        SqlValue::Integer(n) => n.to_string(),
-                        SqlValue::Text(s) => s,
-                        other => format!("{other:?}"),
-                    })
-                    .map_err(|e| BatchError::Failed(e.to_string()));
-                let _ = answer.send(got);
-            })))
-            .map_err(|_| BatchError::Failed("stopped".into()))?;
-        answered
-            .await
-            .map_err(|_| BatchError::Failed("stopped".into()))?
+        self.ask(move |conn| {
+            conn.pragma_query_value(None, name, |r| r.get::<_, SqlValue>(0))
+                .map(|v| match v {
+                    SqlValue::Integer(n) => n.to_string(),
+                    SqlValue::Text(s) => s,
+                    other => format!("{other:?}"),
+                })
+                .map_err(|e| BatchError::Failed(e.to_string()))
+        })
+        .await
     }
 }
 
@@ -228,7 +248,7 @@ impl OwnedWriter {
 /// returns), foreign keys, the same busy timeout and autocheckpoint.
 fn connect(path: &Path, wal_autocheckpoint: u32) -> Result<rusqlite::Connection, String> {
     let conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
-    conn.busy_timeout(Duration::from_secs(30))
+    conn.busy_timeout(crate::SQLITE_BUSY_TIMEOUT)
         .map_err(|e| e.to_string())?;
     for (pragma, value) in [
         ("journal_mode", "WAL".to_owned()),

@@ -544,21 +544,12 @@ impl Db {
         let others = call_writes(backend, operator_id, meter, done)?;
         let built = crate::sqlite_one_shot_with(&self.writer, owned, move || {
             let head = heads.get(&operator)?;
-            let (entry, writes) = append_after(backend, &operator, &head, audit, true);
-            // `writes` = [insert the entry, move the head (guarded)]: the
-            // batch is stale unless the head move changed its row (or if
-            // the entry's `seq` is taken).
-            let writes = writes
+            let (entry, insert, moved) = append_after(backend, &operator, &head, audit, true);
+            // Stale unless the head move changed its row (or if the entry's
+            // `seq` is taken).
+            let writes = [owned::Write::plain(insert), owned::Write::guarded(moved)]
                 .into_iter()
-                .enumerate()
-                .map(|(i, statement)| owned::Write {
-                    statement,
-                    guarded: i == 1,
-                })
-                .chain(others.into_iter().map(|statement| owned::Write {
-                    statement,
-                    guarded: false,
-                }))
+                .chain(others.into_iter().map(owned::Write::plain))
                 .collect();
             let finish = move |committed: bool| {
                 if committed {
