@@ -671,6 +671,18 @@ async fn main() {
             // Give the log reader a moment to catch up with the last slice.
             tokio::time::sleep(Duration::from_millis(200)).await;
             let lines = std::mem::take(&mut *kept.lock().unwrap());
+            // STACK_BENCH_STEPS_FILE=PATH: every call's timing line too.
+            if let Ok(path) = std::env::var("STACK_BENCH_STEPS_FILE") {
+                use std::io::Write;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .unwrap();
+                for l in &lines {
+                    writeln!(f, "rate={rate} {l}").unwrap();
+                }
+            }
             step_rows.push((rate, step_percentiles(&lines)));
         }
         let direct = &runs[0];

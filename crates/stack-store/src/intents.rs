@@ -29,7 +29,7 @@ impl IntentStore for Db {
             expires_at: Set(a.expires_at.as_millis()),
             doc: Set(to_doc(a)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &a.operator_id, audit).await?;
@@ -98,7 +98,7 @@ impl IntentStore for Db {
             .filter(intent_approval::Column::OperatorId.eq(next.operator_id.as_str()))
             .filter(intent_approval::Column::Status.eq(expected.as_str()))
             .filter(intent_approval::Column::ExpiresAt.gt(now.as_millis()))
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?
             .rows_affected;

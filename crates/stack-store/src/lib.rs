@@ -72,10 +72,16 @@ pub struct Db {
     /// milliseconds on the tail of concurrent writes. On PostgreSQL the same
     /// pool as `conn`.
     writer: DatabaseConnection,
+    /// SQLite: whose turn it is to hold SQLite's write lock, this
+    /// process's sqlx writer or the owned writer ([`owned`]). Every write
+    /// takes it first ([`Db::write_txn`], [`Db::write_conn`],
+    /// [`sqlite_one_shot_with`]), so neither meets the other's lock; they
+    /// queue here, in order. `None` on PostgreSQL.
+    turn: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     backend: DatabaseBackend,
     /// SQLite: the chain head this process last committed, per operator,
     /// so that a proxied call's record need not read it first. Read and
-    /// moved only while the single writer connection is held, so proxied
+    /// moved only in the write turn (`turn`), so proxied
     /// calls and lone entries of this process never build on the same
     /// head. Still only a hint: operations that append an entry inside
     /// their own transaction do not move it, and another process may write
@@ -153,9 +159,11 @@ impl Db {
             DbConfig::Postgres { .. } => conn.clone(),
         };
         let backend = conn.get_database_backend();
+        let turn = matches!(config, DbConfig::Sqlite { .. }).then(std::sync::Arc::default);
         let mut db = Self {
             conn,
             writer,
+            turn,
             backend,
             heads: std::sync::Arc::default(),
             stale_heads: std::sync::Arc::default(),
@@ -236,8 +244,8 @@ impl Db {
     /// in another operation's own transaction (once per such entry) or
     /// another process writing the same file moves it; concurrent proxied
     /// calls and lone entries (`append_audit`) of this process never do,
-    /// for they read and move it while the single writer connection is
-    /// held. A counter for tests and diagnostics; always 0 on PostgreSQL.
+    /// for they read and move it in the write turn. A counter for tests
+    /// and diagnostics; always 0 on PostgreSQL.
     pub fn stale_head_retries(&self) -> u64 {
         self.stale_heads.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -276,9 +284,15 @@ impl Db {
         self.conn.close().await.map_err(db_err)
     }
 
-    /// A transaction that will write. On SQLite it takes the write lock at
-    /// `BEGIN` (IMMEDIATE), so it can never fail later on a lock upgrade.
-    async fn write_txn(&self) -> Result<DatabaseTransaction> {
+    /// A transaction that will write. On SQLite it takes the write turn
+    /// (see [`Db::turn`]) and then the write lock at `BEGIN` (IMMEDIATE), so
+    /// it can never fail later on a lock upgrade; both are held until it
+    /// commits or is dropped.
+    async fn write_txn(&self) -> Result<WriteTxn> {
+        let turn = match &self.turn {
+            Some(t) => Some(std::sync::Arc::clone(t).lock_owned().await),
+            None => None,
+        };
         let txn = match self.backend {
             DatabaseBackend::Sqlite => {
                 self.writer
@@ -290,7 +304,52 @@ impl Db {
             }
             _ => self.writer.begin().await,
         };
-        txn.map_err(db_err)
+        Ok(WriteTxn {
+            txn: txn.map_err(db_err)?,
+            _turn: turn,
+        })
+    }
+
+    /// The writer connection for one statement outside a transaction, the
+    /// write turn held (SQLite) for as long as the returned value lives.
+    async fn write_conn(&self) -> WriteConn<'_> {
+        let turn = match &self.turn {
+            Some(t) => Some(t.lock().await),
+            None => None,
+        };
+        WriteConn {
+            conn: &self.writer,
+            _turn: turn,
+        }
+    }
+}
+
+/// A write transaction holding the write turn (SQLite). Dereferences to
+/// the transaction; dropping it rolls back and gives the turn up.
+struct WriteTxn {
+    // Declared first, so dropped (rolled back) before the turn is given up.
+    txn: DatabaseTransaction,
+    _turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl std::ops::Deref for WriteTxn {
+    type Target = DatabaseTransaction;
+
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+}
+
+/// The writer connection, the write turn held (SQLite); see
+/// [`Db::write_conn`].
+struct WriteConn<'a> {
+    conn: &'a DatabaseConnection,
+    _turn: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl WriteConn<'_> {
+    fn get(&self) -> &DatabaseConnection {
+        self.conn
     }
 }
 
@@ -438,21 +497,27 @@ const SQLITE_WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 /// pools' and the owned connections' alike).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs `build`'s writes on the owned SQLite writer ([`owned`]) while this
-/// process's single sqlx writer connection is held, so that no other write
-/// of this process holds SQLite's write lock meanwhile (it would meet
+/// Runs `build`'s writes on the owned SQLite writer ([`owned`]) in this
+/// process's write turn ([`Db::turn`]), so that no other write of this
+/// process holds SQLite's write lock meanwhile (it would meet
 /// `SQLITE_BUSY` and sleep in the busy handler), and so that what `build`
 /// reads from memory that only committed writes change (a remembered chain
-/// head) is current for the batch: `finish` updates it before the gate is
-/// released. Concurrent calls thus never build on the same head, which
+/// head) is current for the batch: `finish` updates it before the turn is
+/// given up. Concurrent calls thus never build on the same head, which
 /// would cost each of them a failed batch and a slow retry whenever a queue
 /// formed behind a slow commit (a WAL checkpoint).
+///
+/// The turn is a mutex of STACK's own, not the sqlx writer connection
+/// itself (as until Round 10 of the proxy benchmark): sqlx pings a SQLite
+/// connection on its worker thread every time it goes back to its pool,
+/// which cost each proxied call two more thread wake-ups and made the next
+/// record wait for the ping (`docs/benchmarks.md`, proxy, Round 10).
 ///
 /// It runs in a task of its own, so a caller that gives up waiting (a
 /// client that disconnects) can neither leave the transaction half done
 /// nor lose a write that was about to commit.
 async fn sqlite_one_shot_with<B, C, T>(
-    gate: &DatabaseConnection,
+    turn: &std::sync::Arc<tokio::sync::Mutex<()>>,
     owned: &owned::OwnedWriter,
     build: B,
 ) -> std::result::Result<Option<T>, owned::BatchError>
@@ -461,21 +526,18 @@ where
     C: FnOnce(bool) -> T + 'static,
     T: Send + 'static,
 {
-    let pool = gate.get_sqlite_connection_pool().clone();
+    let turn = std::sync::Arc::clone(turn);
     let owned = owned.clone();
     tokio::spawn(async move {
-        let _held = pool
-            .acquire()
-            .await
-            .map_err(|e| owned::BatchError::Failed(e.to_string()))?;
+        let _turn = turn.lock_owned().await;
         owned.run(build).await
     })
     .await
     .map_err(|_| owned::BatchError::Failed("the record's task failed".into()))?
 }
 
-async fn commit(txn: DatabaseTransaction) -> Result<()> {
-    txn.commit().await.map_err(db_err)
+async fn commit(txn: WriteTxn) -> Result<()> {
+    txn.txn.commit().await.map_err(db_err)
 }
 
 #[async_trait]
@@ -499,11 +561,11 @@ impl CoreStore for Db {
     ) -> Result<()> {
         let txn = self.write_txn().await?;
         operator::Entity::insert(convert::operator_to_row(op))
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await
             .map_err(db_err)?;
         api_key::Entity::insert(convert::key_to_row(key))
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await
             .map_err(db_err)?;
         append_in(&txn, &op.id, audit).await?;
@@ -535,7 +597,7 @@ impl CoreStore for Db {
     async fn insert_agent(&self, a: &Agent, audit: NewAudit) -> Result<()> {
         let txn = self.write_txn().await?;
         let inserted = agent::Entity::insert(convert::agent_to_row(a)?)
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await;
         match inserted {
             Ok(_) => {}
@@ -584,7 +646,7 @@ impl CoreStore for Db {
         let Some(row) = agent::Entity::find_by_id(agent_id.to_owned())
             .filter(agent::Column::OperatorId.eq(operator_id))
             .lock_exclusive()
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
         else {
@@ -600,7 +662,7 @@ impl CoreStore for Db {
         // The key columns never change through an update.
         am.id = sea_orm::Unchanged(next.id.clone());
         am.operator_id = sea_orm::Unchanged(operator_id.to_owned());
-        match am.update(&txn).await {
+        match am.update(&*txn).await {
             Ok(_) => {}
             Err(e) if is_unique_violation(&e) => {
                 return Err(Error::conflict(format!(
@@ -626,7 +688,7 @@ impl CoreStore for Db {
         let res = agent::Entity::delete_many()
             .filter(agent::Column::Id.eq(agent_id))
             .filter(agent::Column::OperatorId.eq(operator_id))
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         if res.rows_affected == 0 {
@@ -858,7 +920,8 @@ mod tests {
         writes: Vec<owned::Write>,
     ) -> std::result::Result<(), owned::BatchError> {
         let owned = db.owned.as_ref().unwrap();
-        sqlite_one_shot_with(&db.writer, owned, move || Some((writes, |_| ())))
+        let turn = db.turn.as_ref().unwrap();
+        sqlite_one_shot_with(turn, owned, move || Some((writes, |_| ())))
             .await
             .map(|_| ())
     }
@@ -986,6 +1049,52 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(rows(&db).await, [("a".into(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn the_owned_writer_waits_its_turn_behind_a_sqlx_write_transaction() {
+        let (_dir, db) = scratch().await;
+        // A sqlx write transaction holds the turn and SQLite's write lock.
+        let txn = db.write_txn().await.unwrap();
+        txn.execute_raw(insert("a", 1)).await.unwrap();
+        let queued = db.clone();
+        let record =
+            tokio::spawn(
+                async move { one_shot(&queued, vec![Write::plain(insert("b", 2))]).await },
+            );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !record.is_finished(),
+            "the record did not wait for the turn"
+        );
+        commit(txn).await.unwrap();
+        record.await.unwrap().unwrap();
+        assert_eq!(rows(&db).await, [("a".into(), 1), ("b".into(), 2)]);
+        // And the other way round: a transaction begun while a record is
+        // queued waits for it; a statement outside a transaction too.
+        let txn = db.write_txn().await.unwrap();
+        let queued = db.clone();
+        let record =
+            tokio::spawn(
+                async move { one_shot(&queued, vec![Write::plain(insert("c", 3))]).await },
+            );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let later = db.clone();
+        let single = tokio::spawn(async move {
+            later
+                .write_conn()
+                .await
+                .get()
+                .execute_raw(insert("d", 4))
+                .await
+                .map(|_| ())
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!record.is_finished() && !single.is_finished());
+        drop(txn);
+        record.await.unwrap().unwrap();
+        single.await.unwrap().unwrap();
+        assert_eq!(rows(&db).await.len(), 4);
     }
 
     #[tokio::test]

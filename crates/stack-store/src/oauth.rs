@@ -183,7 +183,7 @@ impl OAuthStore for Db {
             created_at: Set(c.created_at.as_millis()),
             last_used_at: Set(c.last_used_at.map(Timestamp::as_millis)),
         })
-        .exec_without_returning(&self.writer)
+        .exec_without_returning(self.write_conn().await.get())
         .await
         .map_err(db_err)?;
         Ok(())
@@ -211,7 +211,7 @@ impl OAuthStore for Db {
         let res = oauth_client::Entity::delete_many()
             .filter(oauth_client::Column::LastUsedAt.is_null())
             .filter(oauth_client::Column::CreatedAt.lt(before.as_millis()))
-            .exec(&self.writer)
+            .exec(self.write_conn().await.get())
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected)
@@ -224,7 +224,7 @@ impl OAuthStore for Db {
                 Expr::value(now.as_millis()),
             )
             .filter(oauth_client::Column::ClientId.eq(client_id))
-            .exec(&self.writer)
+            .exec(self.write_conn().await.get())
             .await
             .map_err(db_err)?;
         Ok(())
@@ -232,7 +232,7 @@ impl OAuthStore for Db {
 
     async fn insert_auth_request(&self, r: &AuthRequest) -> Result<()> {
         oauth_request::Entity::insert(request_to(r))
-            .exec_without_returning(&self.writer)
+            .exec_without_returning(self.write_conn().await.get())
             .await
             .map_err(db_err)?;
         Ok(())
@@ -272,7 +272,7 @@ impl OAuthStore for Db {
             )
             .filter(oauth_request::Column::Id.eq(r.id.as_str()))
             .filter(oauth_request::Column::CsrfDigest.eq(expected_csrf))
-            .exec(&self.writer)
+            .exec(self.write_conn().await.get())
             .await
             .map_err(db_err)?;
         Ok(res.rows_affected == 1)
@@ -290,7 +290,7 @@ impl OAuthStore for Db {
         let res = oauth_request::Entity::delete_many()
             .filter(oauth_request::Column::Id.eq(request_id))
             .filter(oauth_request::Column::CsrfDigest.eq(expected_csrf))
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         if res.rows_affected != 1 {
@@ -309,7 +309,7 @@ impl OAuthStore for Db {
             created_at: Set(grant.created_at.as_millis()),
             revoked_at: Set(grant.revoked_at.map(Timestamp::as_millis)),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         oauth_code::Entity::insert(oauth_code::ActiveModel {
@@ -322,7 +322,7 @@ impl OAuthStore for Db {
             expires_at: Set(code.expires_at.as_millis()),
             used_at: Set(code.used_at.map(Timestamp::as_millis)),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &s.operator_id, audit).await?;
@@ -332,7 +332,7 @@ impl OAuthStore for Db {
 
     async fn delete_auth_request(&self, id: &str) -> Result<()> {
         oauth_request::Entity::delete_by_id(id.to_owned())
-            .exec(&self.writer)
+            .exec(self.write_conn().await.get())
             .await
             .map_err(db_err)?;
         Ok(())
@@ -342,17 +342,17 @@ impl OAuthStore for Db {
         let now = before.as_millis();
         oauth_request::Entity::delete_many()
             .filter(oauth_request::Column::ExpiresAt.lt(now))
-            .exec(&self.writer)
+            .exec(self.write_conn().await.get())
             .await
             .map_err(db_err)?;
         oauth_code::Entity::delete_many()
             .filter(oauth_code::Column::ExpiresAt.lt(now - CODE_RETENTION_MS))
-            .exec(&self.writer)
+            .exec(self.write_conn().await.get())
             .await
             .map_err(db_err)?;
         oauth_token::Entity::delete_many()
             .filter(oauth_token::Column::ExpiresAt.lt(now - TOKEN_RETENTION_MS))
-            .exec(&self.writer)
+            .exec(self.write_conn().await.get())
             .await
             .map_err(db_err)?;
         Ok(())
@@ -386,13 +386,13 @@ impl OAuthStore for Db {
             .col_expr(oauth_code::Column::UsedAt, Expr::value(now.as_millis()))
             .filter(oauth_code::Column::Digest.eq(digest))
             .filter(oauth_code::Column::UsedAt.is_null())
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         if res.rows_affected != 1 {
             return Ok(false);
         }
-        insert_tokens(&txn, tokens).await?;
+        insert_tokens(&*txn, tokens).await?;
         commit(txn).await?;
         Ok(true)
     }
@@ -438,13 +438,13 @@ impl OAuthStore for Db {
             .filter(oauth_token::Column::Kind.eq(TokenKind::Refresh.as_str()))
             .filter(oauth_token::Column::ReplacedAt.is_null())
             .filter(oauth_token::Column::RevokedAt.is_null())
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         if res.rows_affected != 1 {
             return Ok(false);
         }
-        insert_tokens(&txn, tokens).await?;
+        insert_tokens(&*txn, tokens).await?;
         commit(txn).await?;
         Ok(true)
     }
@@ -454,7 +454,7 @@ impl OAuthStore for Db {
             .col_expr(oauth_token::Column::RevokedAt, Expr::value(now.as_millis()))
             .filter(oauth_token::Column::Digest.eq(digest))
             .filter(oauth_token::Column::RevokedAt.is_null())
-            .exec(&self.writer)
+            .exec(self.write_conn().await.get())
             .await
             .map_err(db_err)?;
         Ok(())
@@ -473,7 +473,7 @@ impl OAuthStore for Db {
             .filter(oauth_grant::Column::Id.eq(grant_id))
             .filter(oauth_grant::Column::OperatorId.eq(operator_id))
             .filter(oauth_grant::Column::RevokedAt.is_null())
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         if res.rows_affected != 1 {
@@ -483,7 +483,7 @@ impl OAuthStore for Db {
             .col_expr(oauth_token::Column::RevokedAt, Expr::value(now.as_millis()))
             .filter(oauth_token::Column::GrantId.eq(grant_id))
             .filter(oauth_token::Column::RevokedAt.is_null())
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         append_in(&txn, operator_id, audit).await?;

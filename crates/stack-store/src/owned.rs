@@ -15,8 +15,8 @@
 //!
 //! Only one writer of this process may hold SQLite's write lock at a time,
 //! or the other meets `SQLITE_BUSY` and sleeps in the busy handler: callers
-//! hold the single sqlx writer connection while their job runs here (see
-//! [`crate::sqlite_one_shot_with`]).
+//! hold the process's write turn, which every sqlx write takes too, while
+//! their job runs here (see [`crate::sqlite_one_shot_with`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};

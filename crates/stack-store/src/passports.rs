@@ -186,7 +186,7 @@ impl PassportStore for Db {
         let active = signing_key::Entity::find()
             .filter(signing_key::Column::Status.eq("active"))
             .lock_exclusive()
-            .all(&txn)
+            .all(&*txn)
             .await
             .map_err(db_err)?;
         for row in active {
@@ -200,7 +200,7 @@ impl PassportStore for Db {
                 created_at: Set(rec.created_at),
                 doc: Set(to_doc(&rec)?),
             }
-            .update(&txn)
+            .update(&*txn)
             .await
             .map_err(db_err)?;
         }
@@ -210,7 +210,7 @@ impl PassportStore for Db {
             created_at: Set(key.created_at),
             doc: Set(to_doc(key)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         commit(txn).await
@@ -219,7 +219,7 @@ impl PassportStore for Db {
     async fn insert_mission(&self, m: &Mission, audit: NewAudit) -> Result<()> {
         let txn = self.write_txn().await?;
         match mission::Entity::insert(mission_row(m)?)
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await
         {
             Ok(_) => {}
@@ -270,7 +270,7 @@ impl PassportStore for Db {
         let Some(row) = mission::Entity::find_by_id(mission_id.to_owned())
             .filter(mission::Column::OperatorId.eq(operator_id))
             .lock_exclusive()
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
         else {
@@ -286,7 +286,7 @@ impl PassportStore for Db {
         m.notes = notes;
         let mut am = mission_row(&m)?;
         am.id = sea_orm::Unchanged(m.id.clone());
-        am.update(&txn).await.map_err(db_err)?;
+        am.update(&*txn).await.map_err(db_err)?;
         append_in(&txn, operator_id, audit).await?;
         let why = match status {
             MissionStatus::Completed => "mission completed",
@@ -308,7 +308,7 @@ impl PassportStore for Db {
     async fn insert_passport(&self, r: &PassportRecord, audit: NewAudit) -> Result<()> {
         let txn = self.write_txn().await?;
         passport::Entity::insert(passport_row(r)?)
-            .exec_without_returning(&txn)
+            .exec_without_returning(&*txn)
             .await
             .map_err(db_err)?;
         append_in(&txn, &r.operator_id, audit).await?;
@@ -402,7 +402,7 @@ impl PassportStore for Db {
             created_at: Set(c.created_at.as_millis()),
             doc: Set(to_doc(c)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &c.operator_id, audit).await?;
@@ -434,7 +434,7 @@ impl PassportStore for Db {
             created_at: Set(c.created_at.as_millis()),
             doc: Set(to_doc(c)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await;
         match inserted {
             Ok(_) => {}
@@ -444,7 +444,7 @@ impl PassportStore for Db {
             Err(e) => return Err(db_err(e)),
         }
         if let Some(row) = passport::Entity::find_by_id(c.passport_jti.clone())
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
         {
@@ -516,7 +516,7 @@ impl PassportStore for Db {
             checkout_id: Set(r.checkout_id.clone()),
             doc: Set(to_doc(r)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await;
         match inserted {
             Ok(_) => {}
@@ -532,14 +532,14 @@ impl PassportStore for Db {
             )
             .filter(checkout::Column::Id.eq(r.checkout_id.as_str()))
             .filter(checkout::Column::OperatorId.eq(r.operator_id.as_str()))
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         if let Some(a) = block_agent {
             let mut am = convert::agent_to_row(a)?;
             am.id = sea_orm::Unchanged(a.id.clone());
             am.operator_id = sea_orm::Unchanged(a.operator_id.clone());
-            let _: agent::Model = am.update(&txn).await.map_err(db_err)?;
+            let _: agent::Model = am.update(&*txn).await.map_err(db_err)?;
         }
         append_in(&txn, &r.operator_id, audit).await?;
         commit(txn).await
@@ -585,7 +585,7 @@ impl PassportStore for Db {
         let txn = self.write_txn().await?;
         let Some(row) = passport::Entity::find_by_id(jti.to_owned())
             .lock_exclusive()
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
         else {
@@ -605,7 +605,7 @@ impl PassportStore for Db {
             created_at: Set(event.created_at.as_millis()),
             doc: Set(to_doc(event)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &event.operator_id, audit).await?;
@@ -623,7 +623,7 @@ impl PassportStore for Db {
             created_at: Set(e.created_at.as_millis()),
             doc: Set(to_doc(e)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &e.operator_id, audit).await?;

@@ -58,12 +58,12 @@ impl ScanStore for Db {
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         let row = scan_usage::Entity::find_by_id((operator_id.to_owned(), period.to_owned()))
             .lock_exclusive()
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
             .ok_or_else(|| stack_core::Error::internal("scan usage row vanished"))?;
@@ -78,13 +78,13 @@ impl ScanStore for Db {
             period: sea_orm::Unchanged(period.to_owned()),
             count: Set(i64::try_from(next).unwrap_or(i64::MAX)),
         }
-        .update(&txn)
+        .update(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, operator_id, audit).await?;
         if let Some((e, ev_audit)) = event {
             security_event::Entity::insert(event_row(&e)?)
-                .exec_without_returning(&txn)
+                .exec_without_returning(&*txn)
                 .await
                 .map_err(db_err)?;
             append_in(&txn, operator_id, ev_audit).await?;
@@ -137,7 +137,7 @@ impl ScanStore for Db {
             ])
             .to_owned(),
         )
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &r.operator_id, audit).await?;
@@ -155,7 +155,7 @@ impl ScanStore for Db {
             operator_id.to_owned(),
             detector_key.to_owned(),
         ))
-        .exec(&txn)
+        .exec(&*txn)
         .await
         .map_err(db_err)?;
         if res.rows_affected == 0 {
@@ -222,7 +222,7 @@ impl ScanStore for Db {
         let Some(row) = security_event::Entity::find_by_id(event_id.to_owned())
             .filter(security_event::Column::OperatorId.eq(operator_id))
             .lock_exclusive()
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
         else {
@@ -235,7 +235,7 @@ impl ScanStore for Db {
         event.resolved_at = Some(now.max(event.created_at));
         let mut am = event_row(&event)?;
         am.id = sea_orm::Unchanged(event.id.clone());
-        am.update(&txn).await.map_err(db_err)?;
+        am.update(&*txn).await.map_err(db_err)?;
         append_in(&txn, operator_id, audit).await?;
         commit(txn).await?;
         Ok(Some((event, true)))

@@ -41,12 +41,12 @@ impl ServiceStore for Db {
                 .do_nothing()
                 .to_owned(),
         )
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         // Whoever won a race, everyone uses the stored key.
         let stored = operator_key::Entity::find_by_id(operator_id.to_owned())
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
             .map(|m| m.wrapped)
@@ -66,7 +66,7 @@ impl ServiceStore for Db {
             sealed: Set(Some(sealed.to_owned())),
             doc: Set(to_doc(c)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &c.operator_id, audit).await?;
@@ -110,7 +110,7 @@ impl ServiceStore for Db {
         let Some(row) = connection::Entity::find_by_id(id.to_owned())
             .filter(connection::Column::OperatorId.eq(operator_id))
             .lock_exclusive()
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
         else {
@@ -128,13 +128,13 @@ impl ServiceStore for Db {
             sealed: Set(None),
             doc: Set(to_doc(&c)?),
         }
-        .update(&txn)
+        .update(&*txn)
         .await
         .map_err(db_err)?;
         let live = grant::Entity::find()
             .filter(grant::Column::ConnectionId.eq(id))
             .filter(grant::Column::RevokedAt.is_null())
-            .all(&txn)
+            .all(&*txn)
             .await
             .map_err(db_err)?;
         for row in live {
@@ -156,7 +156,7 @@ impl ServiceStore for Db {
             created_at: Set(g.created_at.as_millis()),
             doc: Set(to_doc(g)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &g.operator_id, audit).await?;
@@ -187,7 +187,7 @@ impl ServiceStore for Db {
         let Some(row) = connection::Entity::find_by_id(id.to_owned())
             .filter(connection::Column::OperatorId.eq(operator_id))
             .lock_exclusive()
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
         else {
@@ -213,7 +213,7 @@ impl ServiceStore for Db {
             },
             doc: Set(to_doc(&c)?),
         }
-        .update(&txn)
+        .update(&*txn)
         .await
         .map_err(db_err)?;
         if let Some(audit) = update.audit {
@@ -242,7 +242,7 @@ impl ServiceStore for Db {
                 .update_columns([oauth_app::Column::Sealed, oauth_app::Column::Doc])
                 .to_owned(),
         )
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &app.operator_id, audit).await?;
@@ -284,7 +284,7 @@ impl ServiceStore for Db {
         let res = oauth_app::Entity::delete_many()
             .filter(oauth_app::Column::OperatorId.eq(operator_id))
             .filter(oauth_app::Column::Service.eq(service))
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         if res.rows_affected == 0 {
@@ -299,7 +299,7 @@ impl ServiceStore for Db {
         let txn = self.write_txn().await?;
         oauth_state::Entity::delete_many()
             .filter(oauth_state::Column::ExpiresAt.lt(pending.created_at.as_millis()))
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         oauth_state::Entity::insert(oauth_state::ActiveModel {
@@ -308,7 +308,7 @@ impl ServiceStore for Db {
             expires_at: Set(pending.expires_at.as_millis()),
             doc: Set(to_doc(pending)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         append_in(&txn, &pending.operator_id, audit).await?;
@@ -319,7 +319,7 @@ impl ServiceStore for Db {
         let txn = self.write_txn().await?;
         let Some(row) = oauth_state::Entity::find_by_id(digest.to_owned())
             .lock_exclusive()
-            .one(&txn)
+            .one(&*txn)
             .await
             .map_err(db_err)?
         else {
@@ -329,7 +329,7 @@ impl ServiceStore for Db {
         // with the same state deletes nothing and gets nothing.
         let res = oauth_state::Entity::delete_many()
             .filter(oauth_state::Column::Digest.eq(digest))
-            .exec(&txn)
+            .exec(&*txn)
             .await
             .map_err(db_err)?;
         if res.rows_affected != 1 {
@@ -352,7 +352,7 @@ impl ServiceStore for Db {
             .filter(grant::Column::OperatorId.eq(operator_id))
             .filter(grant::Column::AgentId.eq(agent_id))
             .filter(grant::Column::RevokedAt.is_null())
-            .all(&txn)
+            .all(&*txn)
             .await
             .map_err(db_err)?;
         let n = live.len() as u64;
@@ -389,7 +389,7 @@ impl stack_app::proxy::ProxyStore for Db {
         let existing =
             proxy_operation::Entity::find_by_id((op.operator_id.clone(), op.request_id.clone()))
                 .lock_exclusive()
-                .one(&txn)
+                .one(&*txn)
                 .await
                 .map_err(db_err)?;
         if let Some(row) = existing {
@@ -402,7 +402,7 @@ impl stack_app::proxy::ProxyStore for Db {
             created_at: Set(op.created_at.as_millis()),
             doc: Set(to_doc(op)?),
         })
-        .exec_without_returning(&txn)
+        .exec_without_returning(&*txn)
         .await
         .map_err(db_err)?;
         commit(txn).await?;
@@ -535,14 +535,14 @@ impl Db {
         meter: Option<(&str, &str)>,
         done: Option<&ProxyOperation>,
     ) -> Result<Option<AuditEntry>> {
-        let Some(owned) = &self.owned else {
+        let (Some(owned), Some(turn)) = (&self.owned, &self.turn) else {
             return Ok(None);
         };
         let backend = self.backend;
         let heads = std::sync::Arc::clone(&self.heads);
         let operator = operator_id.to_owned();
         let others = call_writes(backend, operator_id, meter, done)?;
-        let built = crate::sqlite_one_shot_with(&self.writer, owned, move || {
+        let built = crate::sqlite_one_shot_with(turn, owned, move || {
             let head = heads.get(&operator)?;
             let (entry, insert, moved) = append_after(backend, &operator, &head, audit, true);
             // Stale unless the head move changed its row (or if the entry's
