@@ -76,7 +76,11 @@ pub struct Db {
     /// process's sqlx writer or the owned writer ([`owned`]). Every write
     /// takes it first ([`Db::write_txn`], [`Db::write_conn`],
     /// [`sqlite_one_shot_with`]), so neither meets the other's lock; they
-    /// queue here, in order. `None` on PostgreSQL.
+    /// queue here, in order. (One exception, on an error path: a sqlx
+    /// transaction dropped without commit is rolled back by sqlx's worker
+    /// thread just after its turn is given up, so the next writer can meet
+    /// that rollback's lock for a moment and wait in the busy handler.)
+    /// `None` on PostgreSQL.
     turn: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     backend: DatabaseBackend,
     /// SQLite: the chain head this process last committed, per operator,
