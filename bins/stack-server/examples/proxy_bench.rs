@@ -70,12 +70,19 @@ const FLOOR_US: u64 = 50;
 const SECRET: &str = "bench_upstream_secret_0123456789abcdef";
 
 /// Serves `app` on a loopback port of its own, on a thread of its own with a
-/// current-thread runtime (as nginx runs one worker); returns the port.
-fn serve_on_own_thread(app: axum::Router) -> u16 {
+/// current-thread runtime (as nginx runs one worker); returns the port and
+/// the thread's id (Linux; 0 where `/proc/thread-self` cannot be read).
+fn serve_on_own_thread(app: axum::Router) -> (u16, u32) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let tid = std::fs::read_link("/proc/thread-self")
+            .ok()
+            .and_then(|p| p.file_name()?.to_str()?.parse::<u32>().ok())
+            .unwrap_or(0);
+        tid_tx.send(tid).unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -85,7 +92,7 @@ fn serve_on_own_thread(app: axum::Router) -> u16 {
             axum::serve(listener, app).await.unwrap();
         });
     });
-    port
+    (port, tid_rx.recv().unwrap())
 }
 
 /// The upstream: one small JSON answer.
@@ -94,6 +101,7 @@ fn start_upstream() -> u16 {
         axum::Router::new()
             .fallback(|| async { axum::Json(json!({"ok": true, "items": [1, 2, 3]})) }),
     )
+    .0
 }
 
 /// The floor of any proxy built the way STACK is (Rust, hyper on Tokio):
@@ -106,7 +114,7 @@ fn start_upstream() -> u16 {
 /// answered, as a record that holds the answer (STACK's audit entry holds
 /// its status, duration and scan) must. Measures what the target leaves for
 /// everything else.
-fn start_floor(upstream: u16, durable: Durable, dir: &Path) -> u16 {
+fn start_floor(upstream: u16, durable: Durable, dir: &Path) -> (u16, u32) {
     use std::io::Write;
     use std::sync::{Arc, Mutex};
     let log = durable.log_name().map(|name| {
@@ -295,7 +303,7 @@ async fn set_up_stack(base: &str, key: &str, origin: &str) -> String {
 }
 
 /// Whether and when a floor path makes its record durable.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Durable {
     No,
     /// Flushed while the upstream call is in flight.
@@ -399,9 +407,9 @@ struct Samples {
     lat: Vec<u64>,
     errors: usize,
     first_error: Option<String>,
-    /// CPU clock ticks of the serving process during the slices.
-    cpu_ticks: Option<u64>,
-    /// Context switches of the serving process during the slices.
+    /// CPU time of the serving process (or thread) during the slices, µs.
+    cpu_us: Option<u64>,
+    /// Context switches of the serving process (or thread) during the slices.
     switches: Option<u64>,
     /// Machine-wide steal ticks during the slices, and the slices' length.
     steal_ticks: u64,
@@ -412,9 +420,9 @@ impl Samples {
     fn run(mut self) -> Run {
         self.lat.sort_unstable();
         let cpu_us = self
-            .cpu_ticks
+            .cpu_us
             .filter(|_| !self.lat.is_empty())
-            .map(|t| t as f64 * 1e6 / ticks_per_second().max(1) as f64 / self.lat.len() as f64);
+            .map(|us| us as f64 / self.lat.len() as f64);
         let switches = self
             .switches
             .filter(|_| !self.lat.is_empty())
@@ -508,13 +516,55 @@ async fn run_rate(path: &Route, client: &reqwest::Client, rate: u32, secs: f64) 
     s.run()
 }
 
+/// Whose CPU time and context switches a path's row shows.
+#[derive(Debug, Clone, Copy)]
+enum Meter {
+    /// A process, all its threads.
+    Process(u32),
+    /// A thread of this process.
+    Thread(u32),
+}
+
+impl Meter {
+    /// CPU time so far, µs: a process's from its clock ticks, a thread's
+    /// from the scheduler's nanoseconds (`schedstat`), finer than ticks
+    /// for a path that spends tens of µs per call.
+    fn cpu_us(self) -> u64 {
+        match self {
+            Self::Process(pid) => cpu_ticks(pid) * 1_000_000 / ticks_per_second().max(1),
+            Self::Thread(tid) => {
+                std::fs::read_to_string(format!("/proc/self/task/{tid}/schedstat"))
+                    .ok()
+                    .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+                    .map_or(0, |ns| ns / 1_000)
+            }
+        }
+    }
+
+    /// Context switches so far, voluntary and involuntary.
+    fn switches(self) -> u64 {
+        match self {
+            Self::Process(pid) => context_switches(pid),
+            Self::Thread(tid) => std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
+                .map(|status| {
+                    status
+                        .lines()
+                        .filter(|l| l.contains("ctxt_switches:"))
+                        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                        .sum()
+                })
+                .unwrap_or(0),
+        }
+    }
+}
+
 /// Every path for `secs` at `rate`, cut into `rounds` slices that alternate
 /// between the paths (direct, nginx, STACK, STACK, nginx, direct, …), so
 /// that all of them meet the same background load. `pids[i]`: the process
 /// serving path `i`, whose CPU time is read around its slices.
 async fn run_interleaved(
     paths: &[Route],
-    pids: &[Option<u32>],
+    pids: &[Option<Meter>],
     clients: &[reqwest::Client],
     rate: u32,
     secs: f64,
@@ -530,15 +580,15 @@ async fn run_interleaved(
         };
         for i in order {
             let pid = pids.get(i).copied().flatten();
-            let before = pid.map(|p| (cpu_ticks(p), context_switches(p)));
+            let before = pid.map(|p| (p.cpu_us(), p.switches()));
             let (stolen, began) = (steal_ticks(), Instant::now());
             run_slice(&paths[i], &clients[i], rate, slice, &mut samples[i], true).await;
             samples[i].steal_ticks += steal_ticks().saturating_sub(stolen);
             samples[i].elapsed += began.elapsed();
             if let (Some(pid), Some((ticks, switches))) = (pid, before) {
-                let spent = cpu_ticks(pid).saturating_sub(ticks);
-                *samples[i].cpu_ticks.get_or_insert(0) += spent;
-                let switched = context_switches(pid).saturating_sub(switches);
+                let spent = pid.cpu_us().saturating_sub(ticks);
+                *samples[i].cpu_us.get_or_insert(0) += spent;
+                let switched = pid.switches().saturating_sub(switches);
                 *samples[i].switches.get_or_insert(0) += switched;
             }
         }
@@ -608,10 +658,15 @@ async fn main() {
     if let Some((_, port)) = &nginx {
         paths.push(Route::Nginx(format!("http://127.0.0.1:{port}{resource}")));
     }
+    // The plain floor's thread: all of its work runs there.
+    let mut floor_thread = None;
     // STACK_BENCH_FLOOR=0 leaves the floor paths out.
     if std::env::var("STACK_BENCH_FLOOR").map_or(true, |v| v != "0") {
         for durable in [Durable::No, Durable::During, Durable::After] {
-            let port = start_floor(upstream, durable, &data);
+            let (port, tid) = start_floor(upstream, durable, &data);
+            if durable == Durable::No && tid != 0 {
+                floor_thread = Some(tid);
+            }
             paths.push(Route::Floor(
                 format!("http://127.0.0.1:{port}{resource}"),
                 durable,
@@ -625,14 +680,17 @@ async fn main() {
         body: json!({"service": "custom", "method": "GET", "url": format!("{origin}{resource}")})
             .to_string(),
     });
-    // The processes whose CPU time and context switches are read: STACK's
-    // and nginx's (one process: `master_process off`). The floors run in
-    // this process, with the load generator, so theirs cannot be told apart.
-    let pids: Vec<Option<u32>> = paths
+    // Whose CPU time and context switches are read: STACK's and nginx's
+    // processes (nginx is one: `master_process off`), and the plain floor's
+    // thread, where all of its work runs. The other floors run part of
+    // each call on blocking threads this process shares with the load
+    // generator, so theirs cannot be told apart.
+    let pids: Vec<Option<Meter>> = paths
         .iter()
         .map(|p| match p {
-            Route::Stack { .. } => Some(stack.0.id()),
-            Route::Nginx(_) => nginx.as_ref().map(|(proc, _)| proc.0.id()),
+            Route::Stack { .. } => Some(Meter::Process(stack.0.id())),
+            Route::Nginx(_) => nginx.as_ref().map(|(proc, _)| Meter::Process(proc.0.id())),
+            Route::Floor(_, Durable::No) => floor_thread.map(Meter::Thread),
             _ => None,
         })
         .collect();
