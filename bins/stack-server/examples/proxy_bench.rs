@@ -60,7 +60,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    Proc, context_switches, cpu_ticks, start_stack_keeping, steal_ticks, ticks_per_second,
+    Proc, context_switches, cpu_ticks, start_stack_keeping, steal_ticks, switches_in_status,
+    ticks_per_second,
 };
 use serde_json::{Value, json};
 
@@ -546,14 +547,7 @@ impl Meter {
         match self {
             Self::Process(pid) => context_switches(pid),
             Self::Thread(tid) => std::fs::read_to_string(format!("/proc/self/task/{tid}/status"))
-                .map(|status| {
-                    status
-                        .lines()
-                        .filter(|l| l.contains("ctxt_switches:"))
-                        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                        .sum()
-                })
-                .unwrap_or(0),
+                .map_or(0, |status| switches_in_status(&status)),
         }
     }
 }
