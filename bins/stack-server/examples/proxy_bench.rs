@@ -32,7 +32,8 @@
 //! slice with steal shows stalls that are not the path's. For nginx and
 //! STACK (processes of their own) the table also gives the server's CPU
 //! time and context switches (all threads, voluntary and involuntary) per
-//! answered call, read from `/proc` around their slices. STACK runs on
+//! answered call, read from `/proc` around their slices; for the plain
+//! floor, those of its one thread. STACK runs on
 //! SQLite (`synchronous=FULL`, so every audit append is fsynced) unless
 //! `STACK_BENCH_DATABASE_URL` names a PostgreSQL database; `TMPDIR` on a
 //! tmpfs (`/dev/shm`) takes the disk's flush out of STACK and the durable
@@ -43,7 +44,10 @@
 //! print where STACK's time went, from its `stack::proxy::timing` log),
 //! `STACK_BENCH_NGINX` (default `nginx` on `PATH`; without it the nginx row
 //! is skipped), `STACK_BENCH_DATABASE_URL`, `STACK_BENCH_SLOW_MS` (print each
-//! call slower than that, with where in its slice it was issued).
+//! call slower than that, with where in its slice it was issued),
+//! `STACK_BENCH_STEPS_FILE` (with `STACK_BENCH_STEPS=1`: append every call's
+//! timing line to that file), `STACK_BENCH_SERVER_WORKERS` (the server's
+//! `STACK_WORKER_THREADS`).
 #![allow(
     clippy::print_stdout,
     clippy::print_stderr,
