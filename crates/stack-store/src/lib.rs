@@ -74,20 +74,29 @@ pub struct Db {
     writer: DatabaseConnection,
     /// SQLite: whose turn it is to hold SQLite's write lock, this
     /// process's sqlx writer or the owned writer ([`owned`]). Every write
-    /// takes it first ([`Db::write_txn`], [`Db::write_conn`],
-    /// [`sqlite_one_shot_with`]), so neither meets the other's lock; they
-    /// queue here, in order. (One exception, on an error path: a sqlx
-    /// transaction dropped without commit is rolled back by sqlx's worker
-    /// thread just after its turn is given up, so the next writer can meet
-    /// that rollback's lock for a moment and wait in the busy handler.)
-    /// `None` on PostgreSQL.
+    /// takes it first ([`Db::write_txn`], [`Db::write_conn`], and the owned
+    /// writer's thread for each batch it commits), so neither meets the
+    /// other's lock (it would meet `SQLITE_BUSY` and sleep in the busy
+    /// handler); they queue here, in order. (One exception, on an error
+    /// path: a sqlx transaction dropped without commit is rolled back by
+    /// sqlx's worker thread just after its turn is given up, so the next
+    /// writer can meet that rollback's lock for a moment and wait in the
+    /// busy handler.) `None` on PostgreSQL.
+    ///
+    /// It is a mutex of STACK's own, not the sqlx writer connection itself
+    /// (as until Round 10 of the proxy benchmark): sqlx pings a SQLite
+    /// connection on its worker thread every time it goes back to its pool,
+    /// which cost each proxied call two more thread wake-ups and made the
+    /// next record wait for the ping (`docs/benchmarks.md`, proxy, Round 10).
     turn: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     backend: DatabaseBackend,
-    /// SQLite: the chain head this process last committed, per operator,
-    /// so that a proxied call's record need not read it first. Read and
-    /// moved only in the write turn (`turn`), so proxied
-    /// calls and lone entries of this process never build on the same
-    /// head. Still only a hint: operations that append an entry inside
+    /// SQLite: the chain head this process last wrote, per operator, so
+    /// that a proxied call's record need not read it first. Read and moved
+    /// only in the write turn (`turn`), so proxied calls and lone entries
+    /// of this process never build on the same head. A record in the owned
+    /// writer's batch moves it as it is built, so that the next record of
+    /// the same batch builds on it, and forgets it if its writes do not
+    /// commit. Still only a hint: operations that append an entry inside
     /// their own transaction do not move it, and another process may write
     /// the same file; the write that uses it moves the head only if the
     /// stored head is still this one, and falls back to reading it when
@@ -176,13 +185,14 @@ impl Db {
         db.migrate().await?;
         if let DbConfig::Sqlite { path } = config {
             db.owned = Some(
-                owned::OwnedWriter::open(path, SQLITE_WAL_AUTOCHECKPOINT_PAGES).map_err(|e| {
-                    tracing::error!(error = %e, "cannot open the SQLite writer");
-                    Error::new(
-                        stack_core::ErrorCode::Unavailable,
-                        "cannot connect to the database",
-                    )
-                })?,
+                owned::OwnedWriter::open(path, SQLITE_WAL_AUTOCHECKPOINT_PAGES, db.turn.clone())
+                    .map_err(|e| {
+                        tracing::error!(error = %e, "cannot open the SQLite writer");
+                        Error::new(
+                            stack_core::ErrorCode::Unavailable,
+                            "cannot connect to the database",
+                        )
+                    })?,
             );
         }
         Ok(db)
@@ -261,6 +271,16 @@ impl Db {
         self.owned
             .as_ref()
             .map_or(0, owned::OwnedWriter::checkpoints)
+    }
+
+    /// SQLite: how many batches the owned writer committed, and how many
+    /// records (and lone entries) they held; the second over the first is
+    /// the group commit's mean batch (see [`owned`]). A counter for tests
+    /// and diagnostics; always `(0, 0)` on PostgreSQL.
+    pub fn group_commits(&self) -> (u64, u64) {
+        self.owned
+            .as_ref()
+            .map_or((0, 0), owned::OwnedWriter::commits)
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -500,45 +520,6 @@ const SQLITE_WAL_AUTOCHECKPOINT_PAGES: u32 = 10_000;
 /// How long a SQLite connection waits for another's write lock (the sqlx
 /// pools' and the owned connections' alike).
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Runs `build`'s writes on the owned SQLite writer ([`owned`]) in this
-/// process's write turn ([`Db::turn`]), so that no other write of this
-/// process holds SQLite's write lock meanwhile (it would meet
-/// `SQLITE_BUSY` and sleep in the busy handler), and so that what `build`
-/// reads from memory that only committed writes change (a remembered chain
-/// head) is current for the batch: `finish` updates it before the turn is
-/// given up. Concurrent calls thus never build on the same head, which
-/// would cost each of them a failed batch and a slow retry whenever a queue
-/// formed behind a slow commit (a WAL checkpoint).
-///
-/// The turn is a mutex of STACK's own, not the sqlx writer connection
-/// itself (as until Round 10 of the proxy benchmark): sqlx pings a SQLite
-/// connection on its worker thread every time it goes back to its pool,
-/// which cost each proxied call two more thread wake-ups and made the next
-/// record wait for the ping (`docs/benchmarks.md`, proxy, Round 10).
-///
-/// It runs in a task of its own, so a caller that gives up waiting (a
-/// client that disconnects) can neither leave the transaction half done
-/// nor lose a write that was about to commit.
-async fn sqlite_one_shot_with<B, C, T>(
-    turn: &std::sync::Arc<tokio::sync::Mutex<()>>,
-    owned: &owned::OwnedWriter,
-    build: B,
-) -> std::result::Result<Option<T>, owned::BatchError>
-where
-    B: FnOnce() -> Option<(Vec<owned::Write>, C)> + Send + 'static,
-    C: FnOnce(bool) -> T + 'static,
-    T: Send + 'static,
-{
-    let turn = std::sync::Arc::clone(turn);
-    let owned = owned.clone();
-    tokio::spawn(async move {
-        let _turn = turn.lock_owned().await;
-        owned.run(build).await
-    })
-    .await
-    .map_err(|_| owned::BatchError::Failed("the record's task failed".into()))?
-}
 
 async fn commit(txn: WriteTxn) -> Result<()> {
     txn.txn.commit().await.map_err(db_err)
@@ -924,10 +905,7 @@ mod tests {
         writes: Vec<owned::Write>,
     ) -> std::result::Result<(), owned::BatchError> {
         let owned = db.owned.as_ref().unwrap();
-        let turn = db.turn.as_ref().unwrap();
-        sqlite_one_shot_with(turn, owned, move || Some((writes, |_| ())))
-            .await
-            .map(|_| ())
+        owned.run(move || Some((writes, |_| ()))).await.map(|_| ())
     }
 
     #[tokio::test]
@@ -1098,6 +1076,69 @@ mod tests {
         drop(txn);
         record.await.unwrap().unwrap();
         single.await.unwrap().unwrap();
+        assert_eq!(rows(&db).await.len(), 4);
+    }
+
+    /// Records sent while the writer waits for the turn commit together,
+    /// in one transaction; one that fails (stale, a unique key, a panic) is
+    /// rolled back alone and the others are not.
+    #[tokio::test]
+    async fn records_queued_together_commit_in_one_batch_and_fail_alone() {
+        let (_dir, db) = scratch().await;
+        one_shot(&db, vec![Write::plain(insert("a", 1))])
+            .await
+            .unwrap();
+        let before = db.group_commits();
+        // A sqlx write transaction holds the turn: the writer takes the
+        // first record and waits; the others queue behind it.
+        let txn = db.write_txn().await.unwrap();
+        let send = |writes: Vec<Write>| {
+            let db = db.clone();
+            tokio::spawn(async move { one_shot(&db, writes).await })
+        };
+        let ok_b = send(vec![Write::plain(insert("b", 2))]);
+        let stale = send(vec![
+            Write::plain(insert("x", 9)),
+            Write::guarded(sql("UPDATE t SET n = 20 WHERE k = 'a' AND n = 99")),
+        ]);
+        let unique = send(vec![
+            Write::plain(insert("y", 9)),
+            Write::plain(insert("a", 9)),
+        ]);
+        let owned = db.owned.clone().unwrap();
+        let panics = tokio::spawn(async move {
+            type Built = Option<(Vec<owned::Write>, fn(bool))>;
+            owned.run(|| -> Built { panic!("a job that panics") }).await
+        });
+        let ok_c = send(vec![
+            Write::plain(insert("c", 3)),
+            Write::guarded(sql("UPDATE t SET n = 10 WHERE k = 'a' AND n = 1")),
+        ]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(!ok_b.is_finished(), "the record did not wait for the turn");
+        commit(txn).await.unwrap();
+        ok_b.await.unwrap().unwrap();
+        ok_c.await.unwrap().unwrap();
+        let e = stale.await.unwrap().unwrap_err();
+        assert!(matches!(e, owned::BatchError::Stale), "{e}");
+        let e = unique.await.unwrap().unwrap_err();
+        assert!(matches!(e, owned::BatchError::Stale), "{e}");
+        let e = panics.await.unwrap().unwrap_err();
+        assert!(matches!(e, owned::BatchError::Failed(_)), "{e}");
+        assert_eq!(
+            rows(&db).await,
+            [("a".into(), 10), ("b".into(), 2), ("c".into(), 3)]
+        );
+        // The five went in one batch: the writer took the first, waited
+        // for the turn, then the four sent meanwhile (the failed ones are
+        // counted with their batch).
+        let after = db.group_commits();
+        assert_eq!(after.0 - before.0, 1, "{before:?} -> {after:?}");
+        assert_eq!(after.1 - before.1, 5, "{before:?} -> {after:?}");
+        // Nothing was left open: a sqlx write goes through.
+        let txn = db.write_txn().await.unwrap();
+        txn.execute_raw(insert("d", 4)).await.unwrap();
+        commit(txn).await.unwrap();
         assert_eq!(rows(&db).await.len(), 4);
     }
 

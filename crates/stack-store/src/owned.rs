@@ -10,13 +10,22 @@
 //! table insert to stop on it). The server's context switches per proxied
 //! call fell by about a third (`docs/benchmarks.md`, proxy, Round 9).
 //!
-//! Durability is unchanged: the same file, WAL, `synchronous=FULL`; the
-//! answer is sent only after `COMMIT` returned.
+//! **Group commit.** The records that queue while the thread waits for the
+//! write turn or commits a batch are committed together, in the next
+//! batch: one transaction, one flush, each record in a savepoint of its own
+//! so that one that fails (a stale chain head, a unique key) is rolled back
+//! alone. Without it a disk whose flush takes 3 ms could commit at most
+//! about 330 records a second, however many calls arrived, and the queue
+//! behind it grew without bound (`docs/benchmarks.md`, proxy, Round 12).
+//! Nothing waits to fill a batch: a lone record commits at once.
+//!
+//! Durability is unchanged: the same file, WAL, `synchronous=FULL`; no
+//! record is answered before the `COMMIT` that holds it returned.
 //!
 //! Only one writer of this process may hold SQLite's write lock at a time,
-//! or the other meets `SQLITE_BUSY` and sleeps in the busy handler: callers
-//! hold the process's write turn, which every sqlx write takes too, while
-//! their job runs here (see [`crate::sqlite_one_shot_with`]).
+//! or the other meets `SQLITE_BUSY` and sleeps in the busy handler: the
+//! thread takes the process's write turn, which every sqlx write takes too,
+//! for each batch (see [`crate::Db`]).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,8 +35,30 @@ use std::time::Duration;
 use rusqlite::types::Value as SqlValue;
 use sea_orm::{Statement, Value};
 
-/// Work for the owning thread; `None` stops it.
-type Job = Option<Box<dyn FnOnce(&mut rusqlite::Connection) + Send>>;
+/// The most records one batch commits; the rest wait for the next.
+const MAX_BATCH: usize = 64;
+
+/// Work for the owning thread; `Stop` ends it once the batch it joins is
+/// done.
+enum Job {
+    Run(Work),
+    Stop,
+}
+
+/// What a job did inside the batch's transaction: whether its writes
+/// succeeded, and what to do once that is final (for writes that failed, as
+/// soon as they are rolled back; for the others, after the `COMMIT`).
+struct Ran {
+    wrote: Result<(), BatchError>,
+    settle: Settle,
+}
+
+/// Tells a job how its writes ended (and sends its answer).
+type Settle = Box<dyn FnOnce(Result<(), BatchError>)>;
+
+/// The write turn of the process (see [`crate::Db`]); `None` in tests of
+/// the writer alone.
+pub(crate) type Turn = Option<Arc<tokio::sync::Mutex<()>>>;
 
 /// The handle: send jobs to the owning thread. Cheap to clone. Both threads
 /// end, closing their connections, on [`OwnedWriter::close`] or once every
@@ -39,15 +70,24 @@ pub(crate) struct OwnedWriter {
     checkpointer: mpsc::Sender<()>,
     /// Background checkpoints that copied frames.
     checkpoints: Arc<AtomicU64>,
+    /// Batches committed, and the records in them.
+    commits: Arc<Commits>,
     /// The two threads, for [`OwnedWriter::close`] to wait for.
     threads: Arc<Mutex<Vec<std::thread::JoinHandle<()>>>>,
+}
+
+/// Counters of the owning thread (for tests and benchmarks).
+#[derive(Debug, Default)]
+struct Commits {
+    batches: AtomicU64,
+    records: AtomicU64,
 }
 
 /// How often the checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 
 /// Why a batch did not commit.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum BatchError {
     /// A guarded statement changed no row, or an insert met a unique key:
     /// the batch was built on a chain head that has moved since.
@@ -65,7 +105,7 @@ impl std::fmt::Display for BatchError {
     }
 }
 
-/// One statement of a batch. `guarded`: the batch fails as
+/// One statement of a batch. `guarded`: the job fails as
 /// [`BatchError::Stale`] unless it changed exactly one row.
 pub(crate) struct Write {
     statement: Statement,
@@ -90,7 +130,8 @@ impl Write {
 
 impl OwnedWriter {
     /// Opens `path` (which the sqlx pools have already created and
-    /// migrated) with the same settings as they use, on a new thread.
+    /// migrated) with the same settings as they use, on a new thread that
+    /// takes `turn` for every batch it commits.
     ///
     /// Also starts the checkpointer: a second connection, on a thread of its
     /// own, that copies the WAL into the database file every
@@ -102,21 +143,37 @@ impl OwnedWriter {
     /// calls/s (`docs/benchmarks.md`, proxy, Round 9). `wal_autocheckpoint`
     /// stays set on every connection as the backstop should the checkpointer
     /// fall behind.
-    pub(crate) fn open(path: &Path, wal_autocheckpoint: u32) -> Result<Self, String> {
+    pub(crate) fn open(path: &Path, wal_autocheckpoint: u32, turn: Turn) -> Result<Self, String> {
         let conn = connect(path, wal_autocheckpoint)?;
         conn.set_prepared_statement_cache_capacity(32);
         let (jobs, queue) = mpsc::channel::<Job>();
+        let commits = Arc::<Commits>::default();
+        let counted_commits = Arc::clone(&commits);
         let writer = std::thread::Builder::new()
             .name("stack-sqlite-writer".into())
             .spawn(move || {
-                let mut conn = conn;
-                while let Ok(Some(job)) = queue.recv() {
-                    // A job that panics loses its own answer (its caller
-                    // gets an error; an open transaction is rolled back as
-                    // it unwinds), not the writer.
-                    let run = std::panic::AssertUnwindSafe(|| job(&mut conn));
-                    if std::panic::catch_unwind(run).is_err() {
-                        tracing::error!("a SQLite write job panicked");
+                let conn = conn;
+                while let Ok(Job::Run(first)) = queue.recv() {
+                    // The write turn: a sqlx write of this process that
+                    // holds it finishes first. Records sent meanwhile join
+                    // this batch.
+                    let held = turn.as_ref().map(|t| t.blocking_lock());
+                    let mut batch = vec![first];
+                    let mut stop = false;
+                    while batch.len() < MAX_BATCH {
+                        match queue.try_recv() {
+                            Ok(Job::Run(job)) => batch.push(job),
+                            Ok(Job::Stop) => {
+                                stop = true;
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    commit_batch(&conn, batch, &counted_commits);
+                    drop(held);
+                    if stop {
+                        break;
                     }
                 }
             })
@@ -153,6 +210,7 @@ impl OwnedWriter {
             jobs,
             checkpointer,
             checkpoints,
+            commits,
             threads: Arc::new(Mutex::new(vec![writer, checkpointing_thread])),
         })
     }
@@ -162,11 +220,19 @@ impl OwnedWriter {
         self.checkpoints.load(Ordering::Relaxed)
     }
 
+    /// (batches committed, jobs in them).
+    pub(crate) fn commits(&self) -> (u64, u64) {
+        (
+            self.commits.batches.load(Ordering::Relaxed),
+            self.commits.records.load(Ordering::Relaxed),
+        )
+    }
+
     /// Stops both threads once the jobs already sent have run, and waits
     /// for them, so their connections are closed when this returns. Later
     /// jobs fail (`the SQLite writer thread has stopped`). Idempotent.
     pub(crate) async fn close(&self) {
-        let _ = self.jobs.send(None);
+        let _ = self.jobs.send(Job::Stop);
         let _ = self.checkpointer.send(());
         let threads =
             std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
@@ -179,43 +245,54 @@ impl OwnedWriter {
         .await;
     }
 
-    /// Runs `build`'s writes as one transaction on the owning thread:
-    /// `BEGIN IMMEDIATE`, each statement in order, `COMMIT`. `build` runs
-    /// there first; `None` writes nothing (`Ok(None)`). The first failing
-    /// statement stops the batch, which is rolled back; `finish` is told
-    /// whether the batch committed, on the owning thread, before the
-    /// answer is sent, and its result is the answer.
+    /// Runs `build`'s writes in the next batch on the owning thread (see
+    /// the module's doc), in the process's write turn. `build` runs there,
+    /// after the writes of the jobs before it in the same batch; `None`
+    /// writes nothing (`Ok(None)`). The first failing statement stops the
+    /// job, whose writes are rolled back. `finish` is told whether they
+    /// committed once that is final, on the owning thread, before the
+    /// answer is sent, and its result is the answer: at once when they
+    /// failed (before any later job of the batch is built), after the
+    /// batch's `COMMIT` when they did not. So what a later job's `build`
+    /// reads from memory that a committed write changes (a remembered chain
+    /// head) must be changed by `build` itself, and undone by `finish(false)`.
     ///
-    /// Once sent, the job runs to the end whether or not the returned
-    /// future is still awaited.
+    /// Once sent (on the returned future's first poll), the job runs to the
+    /// end whether or not the future is still awaited.
     pub(crate) async fn run<B, C, T>(&self, build: B) -> Result<Option<T>, BatchError>
     where
         B: FnOnce() -> Option<(Vec<Write>, C)> + Send + 'static,
-        C: FnOnce(bool) -> T,
-        T: Send + 'static,
-    {
-        self.ask(move |conn| {
-            let Some((writes, finish)) = build() else {
-                return Ok(None);
-            };
-            let done = batch(conn, writes);
-            let out = finish(done.is_ok());
-            done.map(|()| Some(out))
-        })
-        .await
-    }
-
-    /// Runs `job` on the owning thread and returns its answer.
-    async fn ask<J, T>(&self, job: J) -> Result<T, BatchError>
-    where
-        J: FnOnce(&mut rusqlite::Connection) -> Result<T, BatchError> + Send + 'static,
+        C: FnOnce(bool) -> T + 'static,
         T: Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = move |conn: &rusqlite::Connection| -> Ran {
+            let Some((writes, finish)) = build() else {
+                return Ran {
+                    wrote: Ok(()),
+                    settle: Box::new(move |_| {
+                        let _ = answer.send(Ok(None));
+                    }),
+                };
+            };
+            Ran {
+                wrote: execute(conn, writes),
+                settle: Box::new(move |done: Result<(), BatchError>| {
+                    let out = finish(done.is_ok());
+                    let _ = answer.send(done.map(|()| Some(out)));
+                }),
+            }
+        };
+        self.send(Job::Run(Box::new(job)), answered).await
+    }
+
+    async fn send<T>(
+        &self,
+        job: Job,
+        answered: tokio::sync::oneshot::Receiver<Result<T, BatchError>>,
+    ) -> Result<T, BatchError> {
         self.jobs
-            .send(Some(Box::new(move |conn| {
-                let _ = answer.send(job(conn));
-            })))
+            .send(job)
             .map_err(|_| BatchError::Failed("the SQLite writer thread has stopped".into()))?;
         answered.await.map_err(|_| {
             BatchError::Failed(
@@ -228,18 +305,26 @@ impl OwnedWriter {
 
 #[cfg(test)]
 impl OwnedWriter {
-    /// A setting of the owned connection, as text.
+    /// A setting of the owned connection, as text (read in a batch).
     pub(crate) async fn pragma(&self, name: &'static str) -> Result<String, BatchError> {
-        self.ask(move |conn| {
-            conn.pragma_query_value(None, name, |r| r.get::<_, SqlValue>(0))
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = move |conn: &rusqlite::Connection| -> Ran {
+            let value = conn
+                .pragma_query_value(None, name, |r| r.get::<_, SqlValue>(0))
                 .map(|v| match v {
                     SqlValue::Integer(n) => n.to_string(),
                     SqlValue::Text(s) => s,
                     other => format!("{other:?}"),
                 })
-                .map_err(|e| BatchError::Failed(e.to_string()))
-        })
-        .await
+                .map_err(|e| BatchError::Failed(e.to_string()));
+            Ran {
+                wrote: Ok(()),
+                settle: Box::new(move |_| {
+                    let _ = answer.send(value);
+                }),
+            }
+        };
+        self.send(Job::Run(Box::new(job)), answered).await
     }
 }
 
@@ -262,9 +347,114 @@ fn connect(path: &Path, wal_autocheckpoint: u32) -> Result<rusqlite::Connection,
     Ok(conn)
 }
 
-/// `BEGIN IMMEDIATE`, `writes`, `COMMIT`; rolled back on the first failure.
-fn batch(conn: &mut rusqlite::Connection, writes: Vec<Write>) -> Result<(), BatchError> {
-    let failed = |e: rusqlite::Error| match e.sqlite_error_code() {
+/// A job's work, as the owning thread runs it.
+type Work = Box<dyn FnOnce(&rusqlite::Connection) -> Ran + Send>;
+
+/// Runs `jobs` in one transaction (`BEGIN IMMEDIATE` … `COMMIT`), each in a
+/// savepoint of its own when there are several, and settles each (see
+/// [`OwnedWriter::run`]). A batch that commits is counted in `commits`
+/// before any job is told.
+///
+/// A job that fails or panics is rolled back alone (with the whole
+/// transaction when it is the only one). Should the transaction itself
+/// fail (`BEGIN`, a savepoint's own statement, `COMMIT`), every job that
+/// wrote is told so and the rest are dropped unrun, which their callers see
+/// as an error.
+fn commit_batch(conn: &rusqlite::Connection, jobs: Vec<Work>, commits: &Commits) {
+    if let Err(e) = step(conn, "BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "cannot begin a SQLite write batch");
+        return;
+    }
+    let alone = jobs.len() == 1;
+    let records = jobs.len() as u64;
+    let mut wrote: Vec<Settle> = Vec::with_capacity(jobs.len());
+    let mut broken: Option<BatchError> = None;
+    for job in jobs {
+        if !alone && let Err(e) = step(conn, "SAVEPOINT record") {
+            broken = Some(BatchError::Failed(e.to_string()));
+            break;
+        }
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn)));
+        let (error, settle) = match ran {
+            Ok(Ran {
+                wrote: Ok(()),
+                settle,
+            }) => {
+                if !alone && let Err(e) = step(conn, "RELEASE record") {
+                    wrote.push(settle);
+                    broken = Some(BatchError::Failed(e.to_string()));
+                    break;
+                }
+                wrote.push(settle);
+                continue;
+            }
+            Ok(Ran {
+                wrote: Err(e),
+                settle,
+            }) => (e, Some(settle)),
+            // Its answer is lost (its caller gets an error), not the batch.
+            Err(_) => {
+                tracing::error!("a SQLite write job panicked");
+                (BatchError::Failed("the write job panicked".into()), None)
+            }
+        };
+        // Roll the job's writes back before it is told, and before the
+        // next job is built.
+        let undone = if alone {
+            step(conn, "ROLLBACK")
+        } else {
+            step(conn, "ROLLBACK TO record").and_then(|()| step(conn, "RELEASE record"))
+        };
+        if let Some(settle) = settle {
+            settle_quietly(settle, Err(error));
+        }
+        if alone {
+            if let Err(e) = undone {
+                tracing::error!(error = %e, "cannot roll back a SQLite write batch");
+            }
+            return;
+        }
+        if let Err(e) = undone {
+            broken = Some(BatchError::Failed(e.to_string()));
+            break;
+        }
+    }
+    let outcome = match broken {
+        Some(e) => Err(e),
+        None => step(conn, "COMMIT").map_err(|e| BatchError::Failed(e.to_string())),
+    };
+    if outcome.is_err()
+        && !conn.is_autocommit()
+        && let Err(e) = step(conn, "ROLLBACK")
+    {
+        tracing::error!(error = %e, "cannot roll back a SQLite write batch");
+    }
+    if outcome.is_ok() {
+        commits.batches.fetch_add(1, Ordering::Relaxed);
+        commits.records.fetch_add(records, Ordering::Relaxed);
+    }
+    for settle in wrote {
+        settle_quietly(settle, outcome.clone());
+    }
+}
+
+/// Tells a job how its writes ended; a panic there loses its answer only.
+fn settle_quietly(settle: Settle, outcome: Result<(), BatchError>) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| settle(outcome))).is_err() {
+        tracing::error!("a SQLite write job panicked");
+    }
+}
+
+/// One statement without parameters or rows (transaction control).
+fn step(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute([]))
+        .map(|_| ())
+}
+
+/// A unique key met is [`BatchError::Stale`]; anything else is `Failed`.
+fn failed(e: rusqlite::Error) -> BatchError {
+    match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::ConstraintViolation)
             if matches!(
                 e.sqlite_error().map(|s| s.extended_code),
@@ -277,10 +467,12 @@ fn batch(conn: &mut rusqlite::Connection, writes: Vec<Write>) -> Result<(), Batc
             BatchError::Stale
         }
         _ => BatchError::Failed(e.to_string()),
-    };
-    let txn = conn
-        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        .map_err(failed)?;
+    }
+}
+
+/// A job's `writes`, in order, inside the open transaction; stops at the
+/// first that fails.
+fn execute(conn: &rusqlite::Connection, writes: Vec<Write>) -> Result<(), BatchError> {
     for w in writes {
         let values = w
             .statement
@@ -290,16 +482,15 @@ fn batch(conn: &mut rusqlite::Connection, writes: Vec<Write>) -> Result<(), Batc
             .into_iter()
             .map(to_sql)
             .collect::<Result<Vec<_>, _>>()?;
-        let changed = txn
+        let changed = conn
             .prepare_cached(&w.statement.sql)
             .and_then(|mut s| s.execute(rusqlite::params_from_iter(values)))
             .map_err(failed)?;
         if w.guarded && changed != 1 {
-            // Dropping `txn` rolls it back.
             return Err(BatchError::Stale);
         }
     }
-    txn.commit().map_err(failed)
+    Ok(())
 }
 
 /// A sea-query value as SQLite stores it (as sqlx's SQLite driver binds

@@ -521,13 +521,13 @@ impl Db {
         self.record_locked(operator_id, audit, meter, done).await
     }
 
-    /// SQLite: [`Self::record`] after the head this process last
-    /// committed, in one hand-off to the writer connection, the head read
-    /// once that connection is held (see [`crate::sqlite_one_shot_with`]).
-    /// `Ok(None)`: nothing was written, because no head is remembered or it
-    /// moved since (an entry written in another operation's own
-    /// transaction, or another process on the same file); the caller then
-    /// reads it.
+    /// SQLite: [`Self::record`] after the head this process last wrote,
+    /// in one hand-off to the owned writer, the head read on its thread in
+    /// the write turn, after the records before it in the same batch (see
+    /// [`crate::owned`]). `Ok(None)`: nothing was written, because no head
+    /// is remembered or it moved since (an entry written in another
+    /// operation's own transaction, or another process on the same file);
+    /// the caller then reads it.
     async fn record_after_remembered(
         &self,
         operator_id: &str,
@@ -535,33 +535,36 @@ impl Db {
         meter: Option<(&str, &str)>,
         done: Option<&ProxyOperation>,
     ) -> Result<Option<AuditEntry>> {
-        let (Some(owned), Some(turn)) = (&self.owned, &self.turn) else {
+        let Some(owned) = &self.owned else {
             return Ok(None);
         };
         let backend = self.backend;
         let heads = std::sync::Arc::clone(&self.heads);
         let operator = operator_id.to_owned();
         let others = call_writes(backend, operator_id, meter, done)?;
-        let built = crate::sqlite_one_shot_with(turn, owned, move || {
-            let head = heads.get(&operator)?;
-            let (entry, insert, moved) = append_after(backend, &operator, &head, audit, true);
-            // Stale unless the head move changed its row (or if the entry's
-            // `seq` is taken).
-            let writes = [owned::Write::plain(insert), owned::Write::guarded(moved)]
-                .into_iter()
-                .chain(others.into_iter().map(owned::Write::plain))
-                .collect();
-            let finish = move |committed: bool| {
-                if committed {
-                    heads.put(&operator, head_of(&entry));
-                } else {
-                    heads.forget(&operator);
-                }
-                entry
-            };
-            Some((writes, finish))
-        })
-        .await;
+        let remembered = std::sync::Arc::clone(&heads);
+        let forget = operator.clone();
+        let built = owned
+            .run(move || {
+                let head = heads.get(&operator)?;
+                let (entry, insert, moved) = append_after(backend, &operator, &head, audit, true);
+                // The next record of the batch builds on this one.
+                heads.put(&operator, head_of(&entry));
+                // Stale unless the head move changed its row (or if the
+                // entry's `seq` is taken).
+                let writes = [owned::Write::plain(insert), owned::Write::guarded(moved)]
+                    .into_iter()
+                    .chain(others.into_iter().map(owned::Write::plain))
+                    .collect();
+                let finish = move |committed: bool| {
+                    if !committed {
+                        heads.forget(&operator);
+                    }
+                    entry
+                };
+                Some((writes, finish))
+            })
+            .await;
         match built {
             Ok(written) => Ok(written),
             Err(owned::BatchError::Stale) => {
@@ -570,6 +573,8 @@ impl Db {
                 Ok(None)
             }
             Err(owned::BatchError::Failed(e)) => {
+                // A job that panicked after moving the head never said so.
+                remembered.forget(&forget);
                 tracing::error!(error = %e, "database error");
                 Err(Error::internal("database error"))
             }

@@ -642,7 +642,8 @@ async fn calls_recorded_by_two_sqlite_writers_keep_one_chain() {
 /// again. (Before the head was read under the writer connection, every
 /// call that queued behind another had read the same head, failed its
 /// batch and was written a second time, slowly: a queue behind one slow
-/// commit turned into a stall of tens of milliseconds.)
+/// commit turned into a stall of tens of milliseconds.) Records that queue
+/// together commit in one batch, each built on the one before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_calls_of_one_process_never_retry_on_sqlite() {
     use stack_app::proxy::ProxyStore as _;
@@ -690,6 +691,8 @@ async fn concurrent_calls_of_one_process_never_retry_on_sqlite() {
         t.await.unwrap();
     }
     assert_eq!(db.stale_head_retries(), 0);
+    // All 65 went through the owned writer (in however many batches).
+    assert_eq!(db.group_commits().1, 65);
     let v = verify(&app, &p).await;
     assert_eq!(v["ok"], true, "{v}");
     // operator.create + 65 entries, 49 of them metered calls
