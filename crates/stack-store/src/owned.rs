@@ -56,8 +56,8 @@ struct Ran {
 /// Tells a job how its writes ended (and sends its answer).
 type Settle = Box<dyn FnOnce(Result<(), BatchError>)>;
 
-/// The write turn of the process (see [`crate::Db`]); `None` in tests of
-/// the writer alone.
+/// The write turn of the process (see [`crate::Db`]); `None`: no other
+/// writer to wait for.
 pub(crate) type Turn = Option<Arc<tokio::sync::Mutex<()>>>;
 
 /// The handle: send jobs to the owning thread. Cheap to clone. Both threads
