@@ -35,7 +35,9 @@
 //! answered call, read from `/proc` around their slices; for the plain
 //! floor, those of its one thread. STACK runs on
 //! SQLite (`synchronous=FULL`, so every audit append is fsynced) unless
-//! `STACK_BENCH_DATABASE_URL` names a PostgreSQL database; `TMPDIR` on a
+//! `STACK_BENCH_DATABASE_URL` names a PostgreSQL server (a database on it
+//! to connect to; each run creates and drops a scratch database of its
+//! own there); `TMPDIR` on a
 //! tmpfs (`/dev/shm`) takes the disk's flush out of STACK and the durable
 //! floor alike.
 //!
@@ -634,12 +636,24 @@ async fn main() {
     if let Ok(n) = std::env::var("STACK_BENCH_SERVER_WORKERS") {
         env.push(("STACK_WORKER_THREADS", n));
     }
-    let backend = match std::env::var("STACK_BENCH_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => {
+    // PostgreSQL: a scratch database of this run's own on that server,
+    // dropped at the end (a database a server has used holds signing keys
+    // sealed under that server's master key, which the next run's fresh
+    // data directory would not have).
+    let (backend, scratch) = match std::env::var("STACK_BENCH_DATABASE_URL") {
+        Ok(admin) if !admin.is_empty() => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos();
+            let name = format!("stack_proxy_bench_{}_{nanos}", std::process::id());
+            let url = stack_store::scratch::create(&admin, &name)
+                .await
+                .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
             env.push(("STACK_DATABASE_URL", url));
-            "PostgreSQL"
+            ("PostgreSQL", Some((admin, name)))
         }
-        _ => "SQLite",
+        _ => ("SQLite", None),
     };
     let data = dir.path().join("data");
     let (stack, base, key, kept) = start_stack_keeping(&data, &env, Some("proxied call"));
@@ -798,6 +812,12 @@ async fn main() {
         println!("|---|---|{}", "---|".repeat(STEPS.len()));
         for (rate, (n, cells)) in step_rows {
             println!("| {rate} | {n} | {} |", cells.join(" | "));
+        }
+    }
+    if let Some((admin, name)) = scratch {
+        drop(stack);
+        if let Err(e) = stack_store::scratch::drop(&admin, &name).await {
+            eprintln!("cannot drop the scratch database {name}: {e}");
         }
     }
     if backend == "SQLite" {
