@@ -642,11 +642,7 @@ async fn main() {
     // data directory would not have).
     let (backend, scratch) = match std::env::var("STACK_BENCH_DATABASE_URL") {
         Ok(admin) if !admin.is_empty() => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos();
-            let name = format!("stack_proxy_bench_{}_{nanos}", std::process::id());
+            let name = format!("stack_proxy_bench_{}", common::unique());
             let url = stack_store::scratch::create(&admin, &name)
                 .await
                 .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));

@@ -39,6 +39,16 @@ pub fn start_stack(data: &Path, env: &[(&str, String)]) -> (Proc, String, String
     (proc, base, key)
 }
 
+/// A name suffix no other run shares: this process's id and the time.
+#[allow(dead_code)] // not every example uses it
+pub fn unique() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    format!("{}_{nanos}", std::process::id())
+}
+
 /// Lines of a server's log kept for the caller.
 pub type Kept = Arc<Mutex<Vec<String>>>;
 
